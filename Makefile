@@ -1,0 +1,76 @@
+# Lookalike segmentation — developer entry points. `make help` lists them.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+# Demo scale; `make demo CUSTOMERS=20000`.
+CUSTOMERS ?= 5000
+PYTEST_ARGS ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help install redis demo test test-unit test-integration test-e2e lint typecheck fmt clean \
+        bench-features bench-materialize bench-train bench-faiss bench-weekly bench-serving
+
+help: ## list targets
+	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS=":.*?## "}; {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}'
+
+# torch first: the local CPU wheel satisfies the project's range, so pip never pulls CUDA.
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python -a -x $(BIN)/pip || { rm -rf $(VENV); $(PYTHON) -m venv $(VENV); }
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q torch==2.13.0
+	$(BIN)/python -m pip install -q -c constraints.txt -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP) ## create the virtualenv and install the project (pinned)
+
+redis: ## install redis-server (Debian package) if it is missing; tests start their own on loopback
+	@command -v redis-server >/dev/null || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq redis-server >/dev/null; }
+	@redis-server --version
+
+demo: install ## run the whole system end to end on the synthetic base (embedded defaults)
+	$(BIN)/lookalike demo --customers $(CUSTOMERS)
+
+test: install redis ## install and run the whole test suite (unit, integration, e2e)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-unit: install ## fast unit tests only
+	$(BIN)/python -m pytest -m unit $(PYTEST_ARGS)
+
+test-integration: install redis ## integration tests (Spark, Feast, Redis, MLflow)
+	$(BIN)/python -m pytest -m integration $(PYTEST_ARGS)
+
+test-e2e: install redis ## end-to-end pipeline tests
+	$(BIN)/python -m pytest -m e2e $(PYTEST_ARGS)
+
+lint: install ## ruff + mypy
+	$(BIN)/ruff check .
+	$(BIN)/mypy lookalike spark_jobs training index_builder serving
+
+fmt: install ## format with ruff
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+bench-features: install ## Spark feature build, 1M customers (see bench/README.md)
+	$(BIN)/python bench/bench_features.py
+
+bench-materialize: install redis ## online store materialization throughput
+	$(BIN)/python bench/bench_materialize.py
+
+bench-train: install ## training throughput and convergence
+	$(BIN)/python bench/bench_train.py
+
+bench-faiss: install ## FAISS index+search, n=100k, k=10
+	$(BIN)/python bench/bench_faiss.py
+
+bench-weekly: install ## end-to-end weekly inference, 1M anchors + 2M customers
+	$(BIN)/python bench/bench_weekly.py
+
+bench-serving: install redis ## /assign latency and throughput on loopback
+	$(BIN)/python bench/bench_serving.py
+
+clean: ## remove generated data and artifacts (keeps the virtualenv)
+	rm -rf data artifacts mlruns mlartifacts mlflow.db feature_repo/data
