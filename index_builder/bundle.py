@@ -1,0 +1,199 @@
+"""The versioned index bundle (contracts section 6): write it atomically, load it back.
+
+``artifacts/index/<index_version>/`` holds ``index.faiss``, ``anchor_ids.npy``,
+``anchor_segments.npz`` (CSR anchors x segments, uint8), ``assignment.json`` (k,
+aggregation, per-segment thresholds, segment names, search parameters) and
+``manifest.json``. Batch assignment and online serving both score through
+:meth:`IndexBundle.score`, so they cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+
+from index_builder import faiss_backend
+from index_builder.aggregation import AGGREGATIONS, decide, score_neighbours
+from lookalike.artifacts import atomic_dir, read_json, read_manifest, verify_manifest, write_manifest
+from lookalike.errors import ArtifactError
+
+log = logging.getLogger(__name__)
+
+BUNDLE_KIND = "index_bundle"
+INDEX_FILE = "index.faiss"
+ANCHOR_IDS_FILE = "anchor_ids.npy"
+ANCHOR_SEGMENTS_FILE = "anchor_segments.npz"
+ASSIGNMENT_FILE = "assignment.json"
+
+
+@dataclass
+class AssignmentSpec:
+    """How neighbours become segments; identical for batch and online assignment."""
+
+    k: int
+    aggregation: str
+    segments: list[str]
+    thresholds: list[float]
+    threshold_mode: str = "calibrated"
+    threshold_source: list[str] = field(default_factory=list)
+    validation_f1: list[float | None] = field(default_factory=list)
+    search_params: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.aggregation not in AGGREGATIONS:
+            raise ArtifactError(f"assignment.json: unknown aggregation {self.aggregation!r}")
+        if len(self.thresholds) != len(self.segments):
+            raise ArtifactError(
+                f"assignment.json: {len(self.thresholds)} thresholds for {len(self.segments)} segments"
+            )
+
+    @property
+    def threshold_array(self) -> np.ndarray:
+        return np.asarray(self.thresholds, dtype=np.float32)
+
+    def to_json(self) -> dict[str, Any]:
+        payload = asdict(self)
+        payload["thresholds_by_segment"] = dict(zip(self.segments, self.thresholds, strict=True))
+        return payload
+
+    @classmethod
+    def from_json(cls, payload: dict[str, Any]) -> AssignmentSpec:
+        names = {f for f in cls.__dataclass_fields__}
+        return cls(**{k: v for k, v in payload.items() if k in names})
+
+
+@dataclass
+class IndexBundle:
+    path: Path
+    index: Any
+    anchor_ids: np.ndarray
+    anchor_segments: sp.csr_matrix
+    assignment: AssignmentSpec
+    manifest: dict[str, Any]
+    device: str = "cpu"
+
+    @property
+    def index_version(self) -> str:
+        return str(self.manifest["index_version"])
+
+    @property
+    def model_version(self) -> str:
+        return str(self.manifest["model_version"])
+
+    @property
+    def segments(self) -> list[str]:
+        return self.assignment.segments
+
+    def search(self, vectors: np.ndarray, k: int | None = None,
+               exclude_anchor_rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k (cosine, anchor row) for embeddings; ``exclude_anchor_rows`` drops self-matches."""
+        k = k or self.assignment.k
+        k = min(k, len(self.anchor_ids) - (1 if exclude_anchor_rows is not None else 0))
+        if k < 1:
+            raise ArtifactError(f"{self.path}: too few anchors ({len(self.anchor_ids)}) to search")
+        queries = faiss_backend.l2_normalise(vectors)
+        if exclude_anchor_rows is not None:
+            return faiss_backend.search_excluding_self(self.index, queries, exclude_anchor_rows, k)
+        return faiss_backend.search(self.index, queries, k)
+
+    def score(self, vectors: np.ndarray, exclude_anchor_rows: np.ndarray | None = None) -> np.ndarray:
+        """Per-segment scores (n, n_segments) for embeddings, with the bundle's aggregation."""
+        sims, ids = self.search(vectors, exclude_anchor_rows=exclude_anchor_rows)
+        return score_neighbours(sims, ids, self.anchor_segments, self.assignment.aggregation)
+
+    def decide(self, scores: np.ndarray) -> np.ndarray:
+        return decide(scores, self.assignment.threshold_array)
+
+    def anchor_rows(self, customer_ids: Sequence[int] | np.ndarray) -> np.ndarray:
+        """Row of each customer id among the anchors, ``-1`` where it is not an anchor."""
+        ids = np.asarray(customer_ids, dtype=np.int64)
+        order = np.argsort(self.anchor_ids)
+        sorted_ids = self.anchor_ids[order]
+        pos = np.clip(np.searchsorted(sorted_ids, ids), 0, max(len(sorted_ids) - 1, 0))
+        found = sorted_ids[pos] == ids if len(sorted_ids) else np.zeros(len(ids), bool)
+        return np.where(found, order[pos], -1)
+
+
+def write_bundle(
+    final_dir: str | Path,
+    built: faiss_backend.BuiltIndex,
+    anchor_ids: np.ndarray,
+    anchor_segments: sp.spmatrix,
+    assignment: AssignmentSpec,
+    **manifest_fields: Any,
+) -> dict[str, Any]:
+    """Write the bundle atomically into ``final_dir`` and return its manifest."""
+    anchor_ids = np.asarray(anchor_ids, dtype=np.int64)
+    labels = sp.csr_matrix(anchor_segments, dtype=np.uint8)
+    if labels.shape != (len(anchor_ids), len(assignment.segments)):
+        raise ArtifactError(
+            f"anchor segment matrix {labels.shape} does not match {len(anchor_ids)} anchors x "
+            f"{len(assignment.segments)} segments"
+        )
+    if built.ntotal != len(anchor_ids):
+        raise ArtifactError(f"index holds {built.ntotal} vectors but there are {len(anchor_ids)} anchors")
+    with atomic_dir(final_dir) as tmp:
+        faiss_backend.write_index(built.index, str(tmp / INDEX_FILE))
+        np.save(tmp / ANCHOR_IDS_FILE, anchor_ids)
+        sp.save_npz(tmp / ANCHOR_SEGMENTS_FILE, labels)
+        (tmp / ASSIGNMENT_FILE).write_text(json.dumps(assignment.to_json(), indent=2, sort_keys=True) + "\n")
+        manifest = write_manifest(
+            tmp, BUNDLE_KIND,
+            dim=built.dim, metric="cosine", index_type=built.index_type, index_params=built.params,
+            built_on=built.device, gpu_fallback_reason=built.fallback_reason,
+            recall_at_k=built.recall_at_k, recall_k=built.recall_k,
+            build_seconds=round(built.build_seconds, 3),
+            **manifest_fields,
+        )
+    return manifest
+
+
+def load_bundle(path: str | Path, device: str = "cpu", verify: bool = True) -> IndexBundle:
+    """Load a bundle written by :func:`write_bundle` (content hash checked unless ``verify=False``)."""
+    path = Path(path)
+    if not path.is_dir():
+        raise ArtifactError(f"index bundle not found: {path}")
+    manifest = verify_manifest(path, BUNDLE_KIND) if verify else read_manifest(path, BUNDLE_KIND)
+    for name in (INDEX_FILE, ANCHOR_IDS_FILE, ANCHOR_SEGMENTS_FILE, ASSIGNMENT_FILE):
+        if not (path / name).is_file():
+            raise ArtifactError(f"index bundle {path} is missing {name}")
+    assignment = AssignmentSpec.from_json(read_json(path / ASSIGNMENT_FILE))
+    index, used_device = faiss_backend.read_index(str(path / INDEX_FILE), device)
+    faiss_backend.set_search_params(index, assignment.search_params)
+    anchor_ids = np.load(path / ANCHOR_IDS_FILE)
+    anchor_segments = sp.load_npz(path / ANCHOR_SEGMENTS_FILE).tocsr()
+    if index.ntotal != len(anchor_ids) or anchor_segments.shape[0] != len(anchor_ids):
+        raise ArtifactError(
+            f"index bundle {path} is inconsistent: index {index.ntotal} vectors, "
+            f"{len(anchor_ids)} anchor ids, {anchor_segments.shape[0]} label rows"
+        )
+    return IndexBundle(path, index, anchor_ids, anchor_segments, assignment, manifest, used_device)
+
+
+CURRENT_FILE = "current.json"
+
+
+def set_current(root: str | Path, name: str, **fields: Any) -> None:
+    """Atomically point ``<root>/current.json`` at ``<root>/<name>`` (the live artifact)."""
+    from lookalike.artifacts import utc_now, write_json
+
+    write_json(Path(root) / CURRENT_FILE, {"name": name, "updated_at": utc_now(), **fields})
+
+
+def current_path(root: str | Path, what: str = "artifact") -> Path:
+    """The directory ``<root>/current.json`` points at, or a clear error."""
+    root = Path(root)
+    pointer = root / CURRENT_FILE
+    if not pointer.is_file():
+        raise ArtifactError(f"no current {what} under {root} ({CURRENT_FILE} missing); build one first")
+    target = root / str(read_json(pointer)["name"])
+    if not target.is_dir():
+        raise ArtifactError(f"{pointer} points at {target}, which does not exist")
+    return target

@@ -1,0 +1,107 @@
+"""Configuration of the index-builder stages (YAML in ``configs/index.yaml`` and
+``configs/weekly.yaml``; every key overridable with ``key=value`` on the command line)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from index_builder.aggregation import AGGREGATIONS, THRESHOLD_MODES
+from index_builder.faiss_backend import IndexParams
+from lookalike.errors import ConfigError
+from lookalike.settings import CHAMPION_ALIAS, DEFAULT_TRACKING_URI, REGISTERED_MODEL_NAME
+
+
+@dataclass
+class AssignmentParams:
+    """How k nearest anchors become segments (stored in the bundle's assignment.json)."""
+
+    k: int = 10
+    aggregation: str = "weighted"
+    # calibrated: per-segment F1-optimal thresholds on the encoder's validation split;
+    # fixed: fixed_threshold everywhere (0.5 with majority = a majority vote).
+    threshold_mode: str = "calibrated"
+    fixed_threshold: float = 0.5
+    threshold_floor: float = 0.2
+    min_positives: int = 5
+
+    def __post_init__(self) -> None:
+        if self.k < 1:
+            raise ConfigError(f"assignment.k must be >= 1, got {self.k}")
+        if self.aggregation not in AGGREGATIONS:
+            raise ConfigError(f"assignment.aggregation must be one of {AGGREGATIONS}, got {self.aggregation!r}")
+        if self.threshold_mode not in THRESHOLD_MODES:
+            raise ConfigError(
+                f"assignment.threshold_mode must be one of {THRESHOLD_MODES}, got {self.threshold_mode!r}"
+            )
+        if not 0.0 <= self.threshold_floor <= 1.0 or not 0.0 < self.fixed_threshold <= 1.0:
+            raise ConfigError("assignment thresholds must lie in (0, 1]")
+
+
+@dataclass
+class ModelRef:
+    tracking_uri: str = DEFAULT_TRACKING_URI
+    name: str = REGISTERED_MODEL_NAME
+    # a registry alias (champion/candidate) or a version number
+    ref: str = CHAMPION_ALIAS
+
+
+@dataclass
+class BuildConfig:
+    repo: Path = Path("feature_repo")
+    date: str = ""
+    model: ModelRef = field(default_factory=ModelRef)
+    index: IndexParams = field(default_factory=IndexParams)
+    assignment: AssignmentParams = field(default_factory=AssignmentParams)
+    output_root: Path = Path("artifacts/index")
+    batch_size: int = 16384
+    log_mlflow: bool = True
+    experiment: str = "lookalike-index"
+
+
+@dataclass
+class AssignConfig:
+    repo: Path = Path("feature_repo")
+    date: str = ""
+    bundle: Path | None = None  # default: the current bundle recorded under index root
+    index_root: Path = Path("artifacts/index")
+    output_root: Path = Path("artifacts/segments")
+    model: ModelRef = field(default_factory=ModelRef)
+    batch_size: int = 16384
+
+
+@dataclass
+class EvaluateConfig:
+    repo: Path = Path("feature_repo")
+    date: str = ""
+    bundle: Path | None = None
+    index_root: Path = Path("artifacts/index")
+    segments_root: Path = Path("artifacts/segments")
+    output_root: Path = Path("artifacts/reports")
+    model: ModelRef = field(default_factory=ModelRef)
+    baselines: list[str] = field(default_factory=lambda: [
+        "raw_feature_knn", "iv_weighted_knn", "kmeans_propagation", "logistic_regression"])
+    kmeans_clusters: int = 32
+    unrecoverable_margin: float = 0.05
+    confusion_segments: int = 6
+    log_mlflow: bool = True
+    experiment: str = "lookalike-index"
+
+
+@dataclass
+class WeeklyConfig:
+    repo: Path = Path("feature_repo")
+    date: str = ""
+    workspace: Path = Path("artifacts")
+    retrain: bool = False
+    # training config YAML used when retrain=true (overrides as "training.<key>=...")
+    training_config: Path | None = None
+    training_overrides: list[str] = field(default_factory=list)
+    model: ModelRef = field(default_factory=ModelRef)
+    index: IndexParams = field(default_factory=IndexParams)
+    assignment: AssignmentParams = field(default_factory=AssignmentParams)
+    evaluate: bool = True
+    baselines: list[str] = field(default_factory=lambda: [
+        "raw_feature_knn", "iv_weighted_knn", "kmeans_propagation", "logistic_regression"])
+    log_mlflow: bool = True
+    batch_size: int = 16384

@@ -1,0 +1,285 @@
+"""FAISS index construction and search for cosine similarity, CPU or GPU.
+
+Vectors are L2-normalised, so inner product equals cosine. Three index types:
+
+- ``flat``: exact ``IndexFlatIP`` (the default; maximum recall, what the thesis used);
+- ``ivf``: ``IndexIVFFlat`` (``nlist`` inverted lists, ``nprobe`` probed at search time);
+- ``hnsw``: ``IndexHNSWFlat`` (graph with ``hnsw_m`` links, ``ef_search`` at search time).
+
+Approximate indexes are checked against exact search on a sample (recall@k) at build time.
+A GPU is used when faiss was built with GPU support and a device is present; anything
+short of that (CPU-only wheel, no device, a failed transfer) falls back to CPU with a log
+line, never an exception, so the same config runs everywhere.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import faiss
+import numpy as np
+
+from lookalike.errors import ConfigError, DataValidationError
+
+log = logging.getLogger(__name__)
+
+IndexType = Literal["flat", "ivf", "hnsw"]
+INDEX_TYPES = ("flat", "ivf", "hnsw")
+DEVICES = ("auto", "cpu", "gpu")
+
+
+@dataclass
+class IndexParams:
+    """How the anchor index is built and searched."""
+
+    type: str = "flat"
+    # IVF: nlist=0 picks ~4*sqrt(n) lists; nprobe lists are scanned per query.
+    nlist: int = 0
+    nprobe: int = 16
+    # HNSW: links per node, and candidate-list sizes at build and search time.
+    hnsw_m: int = 32
+    ef_construction: int = 80
+    ef_search: int = 64
+    # auto: GPU when faiss has GPU support and a device is present; cpu: never; gpu: prefer.
+    device: str = "auto"
+    # queries used to measure recall@k against exact search for approximate indexes
+    recall_sample: int = 1000
+    threads: int = 0  # 0 = faiss default (all cores)
+    seed: int = 1234
+
+    def __post_init__(self) -> None:
+        if self.type not in INDEX_TYPES:
+            raise ConfigError(f"index.type must be one of {INDEX_TYPES}, got {self.type!r}")
+        if self.device not in DEVICES:
+            raise ConfigError(f"index.device must be one of {DEVICES}, got {self.device!r}")
+        for name in ("nprobe", "hnsw_m", "ef_construction", "ef_search"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"index.{name} must be >= 1, got {getattr(self, name)}")
+        if self.nlist < 0 or self.recall_sample < 0:
+            raise ConfigError("index.nlist and index.recall_sample must be >= 0")
+
+
+@dataclass
+class BuiltIndex:
+    """A CPU index ready to save, plus where/how it was built and its measured recall."""
+
+    index: Any
+    index_type: str
+    device: str
+    dim: int
+    ntotal: int
+    build_seconds: float
+    recall_at_k: float | None = None
+    recall_k: int | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+    fallback_reason: str | None = None
+    search_index: Any = None  # GPU copy when built on GPU; else the CPU index
+
+    def searcher(self) -> Any:
+        return self.search_index if self.search_index is not None else self.index
+
+
+def gpu_support() -> tuple[bool, str]:
+    """Whether a GPU can be used, and why not when it cannot."""
+    if not hasattr(faiss, "StandardGpuResources"):
+        return False, "faiss was built without GPU support (faiss-cpu wheel)"
+    try:
+        n = faiss.get_num_gpus()
+    except Exception as exc:  # noqa: BLE001 - driver problems surface as arbitrary errors
+        return False, f"faiss.get_num_gpus() failed: {exc}"
+    if n <= 0:
+        return False, "no GPU device visible to faiss"
+    return True, f"{n} GPU(s)"
+
+
+def resolve_device(requested: str) -> tuple[str, str | None]:
+    """``(device, fallback_reason)``: the device to use for ``requested`` (auto/cpu/gpu)."""
+    if requested == "cpu":
+        return "cpu", None
+    ok, why = gpu_support()
+    if ok:
+        return "gpu", None
+    if requested == "gpu":
+        log.warning("GPU requested for FAISS but unavailable (%s); falling back to CPU", why)
+    return "cpu", why
+
+
+def set_threads(threads: int) -> None:
+    if threads > 0:
+        faiss.omp_set_num_threads(threads)
+
+
+def as_search_matrix(vectors: np.ndarray, name: str = "vectors") -> np.ndarray:
+    """Validate and convert to the contiguous float32 matrix FAISS expects."""
+    array = np.asarray(vectors)
+    if array.ndim != 2:
+        raise DataValidationError(f"{name} must be a 2-D matrix, got shape {array.shape}")
+    if array.shape[0] and not np.isfinite(array).all():
+        raise DataValidationError(f"{name} contains NaN or infinite values")
+    return np.ascontiguousarray(array, dtype=np.float32)
+
+
+def l2_normalise(vectors: np.ndarray) -> np.ndarray:
+    out = as_search_matrix(vectors).copy()
+    faiss.normalize_L2(out)
+    return out
+
+
+def default_nlist(n: int) -> int:
+    return int(max(1, min(n // 39, round(4 * np.sqrt(max(n, 1))))))
+
+
+def _make_cpu_index(dim: int, params: IndexParams, n: int) -> tuple[Any, dict[str, Any]]:
+    if params.type == "flat":
+        return faiss.IndexFlatIP(dim), {}
+    if params.type == "ivf":
+        nlist = params.nlist or default_nlist(n)
+        nlist = max(1, min(nlist, n))
+        quantizer = faiss.IndexFlatIP(dim)
+        index = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
+        index.cp.seed = params.seed
+        index.nprobe = min(params.nprobe, nlist)
+        return index, {"nlist": nlist, "nprobe": int(index.nprobe)}
+    graph: Any = faiss.IndexHNSWFlat(dim, params.hnsw_m, faiss.METRIC_INNER_PRODUCT)
+    graph.hnsw.efConstruction = params.ef_construction
+    graph.hnsw.efSearch = params.ef_search
+    return graph, {"hnsw_m": params.hnsw_m, "ef_construction": params.ef_construction,
+                   "ef_search": params.ef_search}
+
+
+def _to_gpu(index: Any) -> Any:
+    resources = faiss.StandardGpuResources()
+    return faiss.index_cpu_to_gpu(resources, 0, index)
+
+
+def build_index(vectors: np.ndarray, params: IndexParams, recall_k: int = 10) -> BuiltIndex:
+    """Build a cosine index over ``vectors`` (L2-normalised here) and measure its recall."""
+    data = l2_normalise(vectors)
+    n, dim = data.shape
+    if n == 0:
+        raise DataValidationError("cannot build an index over zero anchors")
+    set_threads(params.threads)
+    device, fallback = resolve_device(params.device)
+    start = time.perf_counter()
+    cpu_index, info = _make_cpu_index(dim, params, n)
+    search_index = None
+    if device == "gpu" and params.type != "hnsw":  # faiss has no GPU HNSW; CPU graph instead
+        try:
+            gpu_index = _to_gpu(cpu_index)
+            if params.type == "ivf":
+                gpu_index.train(data)
+            gpu_index.add(data)
+            cpu_index = faiss.index_gpu_to_cpu(gpu_index)
+            search_index = gpu_index
+        except Exception as exc:  # noqa: BLE001 - CUDA errors must not abort a weekly run
+            log.warning("FAISS GPU build failed (%s); falling back to CPU", exc)
+            device, fallback, search_index = "cpu", f"GPU build failed: {exc}", None
+            cpu_index, info = _make_cpu_index(dim, params, n)
+    elif device == "gpu":
+        device, fallback = "cpu", "hnsw has no GPU implementation in faiss"
+    if search_index is None:
+        if params.type == "ivf":
+            cpu_index.train(data)
+        cpu_index.add(data)
+    built = BuiltIndex(
+        index=cpu_index, index_type=params.type, device=device, dim=dim, ntotal=n,
+        build_seconds=time.perf_counter() - start, params=info, fallback_reason=fallback,
+        search_index=search_index,
+    )
+    if params.type != "flat" and params.recall_sample > 0:
+        built.recall_at_k = measure_recall(built.searcher(), data, recall_k, params.recall_sample,
+                                           params.seed)
+        built.recall_k = recall_k
+        log.info("%s index recall@%d vs exact on %d queries: %.4f", params.type, recall_k,
+                 min(params.recall_sample, n), built.recall_at_k)
+    elif params.type == "flat":
+        built.recall_at_k, built.recall_k = 1.0, recall_k
+    return built
+
+
+def measure_recall(index: Any, data: np.ndarray, k: int, sample: int, seed: int = 0) -> float:
+    """Mean recall@k of ``index`` against exact inner-product search, on sampled rows."""
+    n = data.shape[0]
+    k = min(k, n)
+    rng = np.random.default_rng(seed)
+    rows = rng.choice(n, size=min(sample, n), replace=False)
+    queries = data[rows]
+    _, approx = index.search(queries, k)
+    exact = faiss.IndexFlatIP(data.shape[1])
+    exact.add(data)
+    _, truth = exact.search(queries, k)
+    return recall_between(approx, truth)
+
+
+def recall_between(approx: np.ndarray, truth: np.ndarray) -> float:
+    """Mean fraction of each row of ``truth`` ids found in the same row of ``approx``."""
+    if truth.size == 0:
+        return 1.0
+    hits = 0
+    for found, expected in zip(approx, truth, strict=True):
+        hits += len(np.intersect1d(found[found >= 0], expected[expected >= 0]))
+    return hits / float(truth.shape[0] * truth.shape[1])
+
+
+def search(index: Any, queries: np.ndarray, k: int, batch_size: int = 65536,
+           progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Top-``k`` (similarities, row ids) for L2-normalised ``queries``, in batches."""
+    data = as_search_matrix(queries, "queries")
+    n = data.shape[0]
+    sims = np.empty((n, k), dtype=np.float32)
+    ids = np.empty((n, k), dtype=np.int64)
+    starts = range(0, n, batch_size)
+    if progress and n > batch_size:
+        from tqdm import tqdm
+
+        starts = tqdm(starts, desc="faiss search", unit="batch")
+    for start in starts:
+        stop = min(start + batch_size, n)
+        sims[start:stop], ids[start:stop] = index.search(data[start:stop], k)
+    return sims, ids
+
+
+def search_excluding_self(index: Any, queries: np.ndarray, query_rows: np.ndarray, k: int,
+                          batch_size: int = 65536) -> tuple[np.ndarray, np.ndarray]:
+    """Top-``k`` neighbours of anchors that are themselves in the index, minus themselves.
+
+    Searches ``k + 1`` and drops the query's own row (``query_rows[i]``); when the self
+    match is not among the results (ties, approximate search) the last neighbour is dropped.
+    """
+    sims, ids = search(index, queries, k + 1, batch_size)
+    own = np.asarray(query_rows, dtype=np.int64)[:, None]
+    is_self = ids == own
+    # keep the first k non-self columns per row
+    keep = ~is_self
+    no_self = keep.all(axis=1)
+    keep[no_self, k] = False
+    out_sims = sims[keep].reshape(len(ids), k)
+    out_ids = ids[keep].reshape(len(ids), k)
+    return out_sims, out_ids
+
+
+def write_index(index: Any, path: str) -> None:
+    faiss.write_index(index, path)
+
+
+def read_index(path: str, device: str = "cpu") -> tuple[Any, str]:
+    """Read an index saved with :func:`write_index`; move it to GPU if asked and possible."""
+    index = faiss.read_index(path)
+    resolved, _ = resolve_device(device)
+    if resolved == "gpu" and not isinstance(index, faiss.IndexHNSWFlat):
+        try:
+            return _to_gpu(index), "gpu"
+        except Exception as exc:  # noqa: BLE001
+            log.warning("could not move index to GPU (%s); searching on CPU", exc)
+    return index, "cpu"
+
+
+def set_search_params(index: Any, params: dict[str, Any]) -> None:
+    """Re-apply search-time knobs (nprobe, efSearch) after reading an index from disk."""
+    if "nprobe" in params and hasattr(index, "nprobe"):
+        index.nprobe = int(params["nprobe"])
+    if "ef_search" in params and hasattr(index, "hnsw"):
+        index.hnsw.efSearch = int(params["ef_search"])

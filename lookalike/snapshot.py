@@ -1,0 +1,317 @@
+"""Point-in-time training snapshots from the Feast offline store.
+
+A snapshot at label date ``D`` holds, for every opt-in customer whose consent was valid at
+``D`` (and who has not objected to profiling), the model-input features as Feast's
+point-in-time join sees them at ``D`` and the segments held at ``D``. Nothing dated after
+``D`` can enter: the entity timestamp is ``D`` and Feast only joins rows with
+``event_timestamp <= D`` inside each view's TTL.
+
+The file offline store may silently drop entity rows that have no feature row in a view's
+TTL window, and customers missing from a view get nulls. Both are counted per view,
+logged and written to the manifest; the customers are kept (left join onto the entity
+frame), with nulls where they had no row.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+
+from lookalike.artifacts import atomic_dir, write_manifest
+from lookalike.config import config_to_dict, load_config
+from lookalike.contract import (
+    JOIN_KEY,
+    FeatureContract,
+    find_model_service,
+    find_view_by_role,
+    load_contract,
+)
+from lookalike.errors import ConfigError, DataValidationError
+from lookalike.feast_utils import applied_repo_path, open_store
+
+log = logging.getLogger(__name__)
+
+TIMESTAMP_COLUMN = "event_timestamp"
+SNAPSHOT_KIND = "training_snapshot"
+MISSING_ROWS_ATTR = "rows_missing_features"
+DROPPED_ROWS_ATTR = "rows_dropped_by_feast"
+
+
+@dataclass
+class SnapshotConfig:
+    repo: Path = Path("feature_repo")
+    label_date: str = ""
+    out: Path = Path("artifacts/snapshots")
+    # None: the one feature service tagged lookalike_role=model_input.
+    feature_service: str | None = None
+    # Raw segment catalog (segment_id column); None: <data>/../raw/segment_catalog.parquet when
+    # present, else every segment id found in the label table up to the label date.
+    segment_catalog: Path | None = None
+    exclude_suppressed: bool = True
+
+
+def parse_date(value: str, what: str = "date") -> pd.Timestamp:
+    """``YYYY-MM-DD`` (or ISO datetime) as a UTC timestamp; naive values are taken as UTC."""
+    if not value:
+        raise ConfigError(f"{what} is required (YYYY-MM-DD)")
+    try:
+        stamp = pd.Timestamp(value)
+    except ValueError as exc:
+        raise ConfigError(f"{what} {value!r} is not a date (YYYY-MM-DD)") from exc
+    return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
+
+
+def _source_path(view: Any) -> str:
+    path = getattr(view.batch_source, "path", None)
+    if not path:
+        raise ConfigError(f"feature view {view.name!r} has no file path source")
+    return str(path)
+
+
+def read_view_as_of(view: Any, as_of: pd.Timestamp, columns: list[str] | None = None) -> pd.DataFrame:
+    """Latest row per customer of ``view``'s source with ``as_of - ttl < event_timestamp <= as_of``.
+
+    The same window Feast's point-in-time join uses; for reading status views (consent,
+    suppression, labels vocabulary) for ALL customers, which Feast cannot enumerate.
+    """
+    path = _source_path(view)
+    if not Path(path).exists():
+        raise DataValidationError(f"feature table for view {view.name!r} not found at {path}")
+    dataset = ds.dataset(path, format="parquet")
+    names = dataset.schema.names
+    wanted = [JOIN_KEY, TIMESTAMP_COLUMN] + [c for c in (columns or []) if c not in (JOIN_KEY, TIMESTAMP_COLUMN)]
+    missing = [c for c in wanted if c not in names]
+    if missing:
+        raise DataValidationError(f"feature table {path} (view {view.name!r}) lacks column(s) {missing}")
+    created = "created_timestamp" if "created_timestamp" in names else None
+    as_of_py = as_of.to_pydatetime()
+    condition = ds.field(TIMESTAMP_COLUMN) <= pa.scalar(as_of_py, pa.timestamp("us", "UTC"))
+    if view.ttl and view.ttl.total_seconds() > 0:
+        start = as_of_py - view.ttl
+        condition = condition & (ds.field(TIMESTAMP_COLUMN) > pa.scalar(start, pa.timestamp("us", "UTC")))
+    table = dataset.to_table(columns=wanted + ([created] if created else []), filter=condition)
+    frame = table.to_pandas()
+    order = [TIMESTAMP_COLUMN] + ([created] if created else [])
+    frame = frame.sort_values(order).drop_duplicates(JOIN_KEY, keep="last")
+    return frame[wanted].reset_index(drop=True)
+
+
+def _normalise_entity_df(entity_df: pd.DataFrame) -> pd.DataFrame:
+    for column in (JOIN_KEY, TIMESTAMP_COLUMN):
+        if column not in entity_df.columns:
+            raise DataValidationError(f"entity frame lacks column {column!r}")
+    frame = entity_df[[JOIN_KEY, TIMESTAMP_COLUMN]].copy()
+    frame[JOIN_KEY] = frame[JOIN_KEY].astype("int64")
+    stamps = pd.to_datetime(frame[TIMESTAMP_COLUMN])
+    frame[TIMESTAMP_COLUMN] = (stamps.dt.tz_localize("UTC") if stamps.dt.tz is None else stamps.dt.tz_convert("UTC"))
+    return frame.drop_duplicates().reset_index(drop=True)
+
+
+def _cast_to_contract(frame: pd.DataFrame, contract: FeatureContract) -> pd.DataFrame:
+    """One dtype per Feast type, whatever Parquet types the feature jobs wrote."""
+    for spec in contract.features:
+        column = frame[spec.column]
+        if spec.dtype in ("Float64", "Float32", "Int64", "Int32"):
+            frame[spec.column] = pd.to_numeric(column, errors="raise").astype("float64")
+        elif spec.dtype == "Bool":
+            frame[spec.column] = column.astype("boolean")
+        elif spec.dtype == "String":
+            frame[spec.column] = column.astype("object").where(column.notna(), None)
+    return frame
+
+
+def build_point_in_time_features(store: Any, contract: FeatureContract, entity_df: pd.DataFrame) -> pd.DataFrame:
+    """Contract features of ``entity_df`` rows (customer_id, event_timestamp) via Feast's PIT join.
+
+    Returns one row per distinct entity row, in ``entity_df`` order: ``customer_id``,
+    ``event_timestamp`` and every contract column (nulls where the customer had no row
+    inside a view's TTL). ``result.attrs["rows_missing_features"]`` counts those rows per
+    view, ``result.attrs["rows_dropped_by_feast"]`` the entity rows Feast's offline store
+    left out of its answer (kept here with nulls).
+    """
+    entities = _normalise_entity_df(entity_df)
+    if entities.empty:
+        raise DataValidationError("entity frame is empty: no customers to fetch features for")
+    service = store.get_feature_service(contract.service_name)
+    log.info("point-in-time join of %d entity rows x %d features (%s)",
+             len(entities), len(contract.columns), contract.service_name)
+    fetched = store.get_historical_features(
+        entity_df=entities, features=service, full_feature_names=True
+    ).to_df()
+    fetched[TIMESTAMP_COLUMN] = pd.to_datetime(fetched[TIMESTAMP_COLUMN], utc=True)
+    absent = [c for c in contract.columns if c not in fetched.columns]
+    if absent:
+        raise DataValidationError(f"Feast returned no column(s) {absent} for service {contract.service_name!r}")
+    fetched = fetched[[JOIN_KEY, TIMESTAMP_COLUMN, *contract.columns]].drop_duplicates([JOIN_KEY, TIMESTAMP_COLUMN])
+    merged = entities.merge(fetched, on=[JOIN_KEY, TIMESTAMP_COLUMN], how="left", indicator=True)
+    dropped = int((merged.pop("_merge") == "left_only").sum())
+    merged = _cast_to_contract(merged, contract)
+
+    missing: dict[str, int] = {}
+    for view in contract.views:
+        view_columns = [f.column for f in contract.features if f.view == view]
+        missing[view] = int(merged[view_columns].isna().all(axis=1).sum())
+    if dropped:
+        log.warning("Feast's offline store dropped %d of %d entity rows (kept here with null features)",
+                    dropped, len(entities))
+    for view, count in missing.items():
+        if count:
+            log.warning("%d of %d customers have no %s row inside its TTL (null features kept)",
+                        count, len(entities), view)
+    merged.attrs[MISSING_ROWS_ATTR] = missing
+    merged.attrs[DROPPED_ROWS_ATTR] = dropped
+    return merged
+
+
+def opted_in_customers(store: Any, as_of: pd.Timestamp) -> np.ndarray:
+    """Customers whose consent is valid at ``as_of`` per the consent view's latest row in its TTL."""
+    view = find_view_by_role(store, "consent")
+    status = read_view_as_of(view, as_of, ["opt_in", "consent_valid_from"])
+    valid_from = pd.to_datetime(status["consent_valid_from"], utc=True)
+    valid = status["opt_in"].fillna(False).astype(bool) & (valid_from.isna() | (valid_from <= as_of))
+    return np.sort(status.loc[valid, JOIN_KEY].to_numpy(dtype=np.int64))
+
+
+def suppressed_customers(store: Any, as_of: pd.Timestamp) -> np.ndarray:
+    view = find_view_by_role(store, "suppression", required=False)
+    if view is None:
+        return np.array([], dtype=np.int64)
+    status = read_view_as_of(view, as_of, ["suppressed"])
+    return np.sort(status.loc[status["suppressed"].fillna(False).astype(bool), JOIN_KEY].to_numpy(dtype=np.int64))
+
+
+def _labels_as_of(store: Any, entities: pd.DataFrame) -> tuple[pd.Series, Any]:
+    view = find_view_by_role(store, "labels")
+    field = view.features[0].name
+    fetched = store.get_historical_features(
+        entity_df=entities, features=[f"{view.name}:{field}"], full_feature_names=True
+    ).to_df()
+    fetched[TIMESTAMP_COLUMN] = pd.to_datetime(fetched[TIMESTAMP_COLUMN], utc=True)
+    column = f"{view.name}__{field}"
+    merged = entities.merge(fetched[[JOIN_KEY, TIMESTAMP_COLUMN, column]], on=[JOIN_KEY, TIMESTAMP_COLUMN], how="left")
+    labels = merged[column].map(lambda v: sorted(str(s) for s in v) if v is not None and not _is_nan(v) else [])
+    return labels, view
+
+
+def _is_nan(value: Any) -> bool:
+    return isinstance(value, float) and np.isnan(value)
+
+
+def segment_vocabulary(store: Any, label_view: Any, as_of: pd.Timestamp, catalog: Path | None) -> list[str]:
+    if catalog is None:
+        guess = Path(_source_path(label_view)).parent.parent / "raw" / "segment_catalog.parquet"
+        catalog = guess if guess.exists() else None
+    if catalog is not None:
+        if not Path(catalog).exists():
+            raise DataValidationError(f"segment catalog not found: {catalog}")
+        table = pq.read_table(catalog)
+        if "segment_id" not in table.column_names:
+            raise DataValidationError(f"segment catalog {catalog} lacks column 'segment_id'")
+        return sorted({str(s) for s in table.column("segment_id").to_pylist()})
+    field = label_view.features[0].name
+    dataset = ds.dataset(_source_path(label_view), format="parquet")
+    table = dataset.to_table(
+        columns=[field],
+        filter=ds.field(TIMESTAMP_COLUMN) <= pa.scalar(as_of.to_pydatetime(), pa.timestamp("us", "UTC")),
+    )
+    return sorted({str(s) for s in pc.list_flatten(table.column(field)).to_pylist()})
+
+
+def run(config: SnapshotConfig) -> Path:
+    """Build ``<out>/<service>/<label_date>/`` (data.parquet + manifest.json) atomically."""
+    label_ts = parse_date(config.label_date, "label_date")
+    store = open_store(config.repo)
+    service_name = config.feature_service or find_model_service(store)
+    contract = load_contract(store, service_name)  # the privacy guard, before reading any value
+
+    opted_in = opted_in_customers(store, label_ts)
+    suppressed = suppressed_customers(store, label_ts) if config.exclude_suppressed else np.array([], np.int64)
+    anchors = np.setdiff1d(opted_in, suppressed)
+    if len(anchors) == 0:
+        raise DataValidationError(
+            f"no opt-in customers with valid consent at {label_ts.date()} in the consent view's data "
+            f"(found {len(opted_in)} opted in, {len(suppressed)} suppressed); check --label-date and "
+            "that the consent_status table covers that date"
+        )
+    entities = pd.DataFrame({JOIN_KEY: anchors, TIMESTAMP_COLUMN: label_ts})
+    features = build_point_in_time_features(store, contract, entities)
+    labels, label_view = _labels_as_of(store, features[[JOIN_KEY, TIMESTAMP_COLUMN]])
+    features["segments"] = labels.to_numpy()
+    vocabulary = segment_vocabulary(store, label_view, label_ts, config.segment_catalog)
+    unknown = sorted({s for row in features["segments"] for s in row} - set(vocabulary))
+    if unknown:
+        raise DataValidationError(f"segment ids {unknown[:10]} in {label_view.name} are not in the segment catalog")
+
+    label_date = label_ts.date().isoformat()
+    final = Path(config.out) / service_name / label_date
+    table = pa.Table.from_pandas(features, preserve_index=False)
+    table = table.set_column(
+        table.schema.get_field_index(TIMESTAMP_COLUMN), TIMESTAMP_COLUMN,
+        table.column(TIMESTAMP_COLUMN).cast(pa.timestamp("us", "UTC")),
+    )
+    table = table.replace_schema_metadata(None)
+    with atomic_dir(final) as tmp:
+        pq.write_table(table, tmp / "data.parquet")
+        manifest = write_manifest(
+            tmp,
+            SNAPSHOT_KIND,
+            feature_service=contract.service_name,
+            feature_service_version=contract.service_version,
+            contract=contract.to_dict(),
+            label_date=label_date,
+            feature_repo=str(applied_repo_path(store)),
+            row_count=len(features),
+            rows_missing_features=features.attrs[MISSING_ROWS_ATTR],
+            rows_dropped_by_feast=features.attrs[DROPPED_ROWS_ATTR],
+            customers_opted_in=int(len(opted_in)),
+            customers_suppressed_excluded=int(len(np.intersect1d(opted_in, suppressed))),
+            customers_without_segments=int(sum(1 for row in features["segments"] if not row)),
+            segment_vocabulary=vocabulary,
+            config=config_to_dict(config),
+        )
+    log.info("snapshot %s: %d customers, %d features, missing per view %s, hash %s",
+             final, len(features), len(contract.columns), manifest["rows_missing_features"],
+             manifest["content_hash"][:12])
+    return final
+
+
+def add_cli(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", type=Path, default=None, help="YAML config (configs/snapshot.yaml)")
+    parser.add_argument("--repo", type=Path, help="applied Feast repo (default feature_repo)")
+    parser.add_argument("--label-date", help="label date YYYY-MM-DD")
+    parser.add_argument("--out", type=Path, help="output root (default artifacts/snapshots)")
+    parser.add_argument("--feature-service", help="feature service (default: the model_input one)")
+    parser.add_argument("overrides", nargs="*", help="key=value config overrides")
+
+    def main(args: argparse.Namespace) -> int:
+        overrides = list(args.overrides)
+        for key, value in (("repo", args.repo), ("label_date", args.label_date), ("out", args.out),
+                           ("feature_service", args.feature_service)):
+            if value is not None:
+                overrides.append(f"{key}={value}")
+        config = load_config(SnapshotConfig, args.config, overrides)
+        path = run(config)
+        print(path)
+        return 0
+
+    parser.set_defaults(func=main)
+
+
+__all__ = [
+    "SnapshotConfig",
+    "build_point_in_time_features",
+    "opted_in_customers",
+    "read_view_as_of",
+    "run",
+    "suppressed_customers",
+]

@@ -1,0 +1,120 @@
+"""Configuration of the online service: a YAML file and/or environment variables.
+
+Resolution order (later wins): dataclass defaults, the YAML file named by
+``LOOKALIKE_SERVING_CONFIG``, then the individual environment variables in
+:data:`ENV_FIELDS`. ``bentoml serve`` has no CLI for our settings, so the environment is
+the natural interface; tests build a ``ServingConfig`` directly.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from lookalike.config import load_config
+from lookalike.errors import ConfigError
+from lookalike.settings import CHAMPION_ALIAS, DEFAULT_TRACKING_URI, ENV_TRACKING_URI, REGISTERED_MODEL_NAME
+
+ENV_CONFIG_FILE = "LOOKALIKE_SERVING_CONFIG"
+ENV_API_TOKEN = "LOOKALIKE_API_TOKEN"
+
+# environment variable -> ServingConfig field (top level only: nested sections via the file)
+ENV_FIELDS: dict[str, str] = {
+    "LOOKALIKE_FEATURE_REPO": "feature_repo",
+    ENV_TRACKING_URI: "tracking_uri",
+    "LOOKALIKE_MODEL_NAME": "model_name",
+    "LOOKALIKE_MODEL_ALIAS": "model_alias",
+    "LOOKALIKE_INDEX_DIR": "index_dir",
+    "LOOKALIKE_INDEX_ROOT": "index_root",
+    ENV_API_TOKEN: "api_token",
+    "LOOKALIKE_MAX_IDS_PER_REQUEST": "max_ids_per_request",
+    "LOOKALIKE_K": "k",
+}
+
+
+@dataclass
+class ExpandConfig:
+    """The guard rails of seed expansion (``POST /expand``)."""
+
+    # A seed with fewer customers found in the online store is refused (422): its centroid is noise.
+    min_seed_matched: int = 5
+    # 1 - cosine(seed centroid, population centroid); below this the seed looks like everyone.
+    min_distinctiveness: float = 0.02
+    max_target_size: int = 100_000
+    # Neighbours fetched per seed member before merging; bounds the work per request.
+    neighbours_per_seed: int = 200
+    default_target_size: int = 1_000
+    # Population embeddings are built once per runtime in chunks of this many customers:
+    # at load (so a reload swaps in a runtime that is complete) or on the first /expand.
+    population_chunk_size: int = 5_000
+    build_population_at_load: bool = True
+
+
+@dataclass
+class ServingConfig:
+    feature_repo: Path = Path("feature_repo")
+    tracking_uri: str = DEFAULT_TRACKING_URI
+    model_name: str = REGISTERED_MODEL_NAME
+    model_alias: str = CHAMPION_ALIAS
+    # An explicit bundle directory; when unset, the newest bundle under ``index_root`` whose
+    # manifest names the loaded model version is used.
+    index_dir: Path | None = None
+    index_root: Path = Path("artifacts/index")
+    # Bearer token; unset means no authentication (local development only).
+    api_token: str | None = None
+    max_ids_per_request: int = 1_000
+    # Neighbours per customer; unset means the bundle's assignment.json k (the batch value).
+    k: int | None = None
+    # Micro-batching of concurrent /assign requests into one store read + one search.
+    batch_max_ids: int = 2_000
+    batch_max_wait_ms: float = 2.0
+    expand: ExpandConfig = field(default_factory=ExpandConfig)
+
+    def __post_init__(self) -> None:
+        if self.max_ids_per_request < 1:
+            raise ConfigError("max_ids_per_request must be >= 1")
+        if self.k is not None and self.k < 1:
+            raise ConfigError("k must be >= 1")
+        if self.api_token is not None and not self.api_token.strip():
+            self.api_token = None
+
+    def describe(self) -> dict[str, object]:
+        """Settings safe to log or return: the token is reported as set/unset only."""
+        return {
+            "feature_repo": str(self.feature_repo),
+            "tracking_uri": self.tracking_uri,
+            "model_name": self.model_name,
+            "model_alias": self.model_alias,
+            "index_dir": str(self.index_dir) if self.index_dir else None,
+            "index_root": str(self.index_root),
+            "auth": "bearer" if self.api_token else "none",
+            "max_ids_per_request": self.max_ids_per_request,
+            "k": self.k,
+        }
+
+
+def load_serving_config(environ: Mapping[str, str] | None = None) -> ServingConfig:
+    """Build the config from ``LOOKALIKE_SERVING_CONFIG`` (optional) and the environment."""
+    environ = os.environ if environ is None else environ
+    overrides = []
+    for var, name in ENV_FIELDS.items():
+        value = environ.get(var)
+        if value is not None and value != "":
+            overrides.append((name, value))
+    config = load_config(ServingConfig, environ.get(ENV_CONFIG_FILE) or None)
+    parsed: dict[str, Any] = {name: _parse_env(name, value) for name, value in overrides}
+    return replace(config, **parsed)
+
+
+def _parse_env(name: str, value: str) -> object:
+    if name in ("feature_repo", "index_root", "index_dir"):
+        return Path(value)
+    if name in ("max_ids_per_request", "k"):
+        try:
+            return int(value)
+        except ValueError as exc:
+            raise ConfigError(f"{name}: expected an integer, got {value!r}") from exc
+    return value

@@ -1,0 +1,494 @@
+"""Framework-free serving runtime: champion model + matching index bundle + online store.
+
+:class:`LookalikeRuntime` is immutable once built. The service holds one reference to the
+current runtime; a reload builds a complete new runtime (model, bundle, store, population
+embeddings, consistency checks) and then swaps that single reference, so a request always
+runs against one consistent model/index pair and in-flight requests finish on the old one.
+
+Privacy: model inputs are read through :class:`lookalike.online.OnlineFeatureReader`, built
+on :func:`lookalike.contract.load_contract` (legitimate-interest views only). Segment labels
+never come from the online store: opt-in customers' explicit segments come from the
+bundle's anchor segment matrix. Results never expose neighbours' ids or feature values.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+
+from lookalike.artifacts import read_manifest, utc_now
+from lookalike.errors import ArtifactError, ConfigError, LookalikeError
+from serving.config import ServingConfig
+from serving.models import (
+    CustomerAssignment,
+    Evidence,
+    Lookalike,
+    SeedDiagnostics,
+    SegmentScore,
+    Versions,
+)
+
+log = logging.getLogger(__name__)
+
+
+class VersionMismatchError(ArtifactError):
+    """Model, index bundle and feature registry do not describe the same model/contract."""
+
+
+class SeedRejectedError(LookalikeError):
+    """The seed audience cannot be expanded meaningfully (too small or too generic)."""
+
+
+class StoreUnavailableError(LookalikeError):
+    """The online feature store cannot be reached; the request may be retried later."""
+
+
+@dataclass(frozen=True)
+class Population:
+    """Embeddings of every customer known to the online store, for seed expansion."""
+
+    ids: np.ndarray  # int64 (n,)
+    embeddings: np.ndarray  # float32 (n, dim), L2-normalised
+    opt_in: np.ndarray  # bool (n,)
+    centroid: np.ndarray  # float32 (dim,), L2-normalised mean embedding
+    mean_similarity: float  # mean pairwise cosine of the population (baseline for seeds)
+    row_of: dict[int, int] = field(repr=False)
+
+
+@dataclass(frozen=True)
+class ExpandResult:
+    seed: SeedDiagnostics
+    population: str
+    population_size: int
+    customers: list[Lookalike]
+
+
+def _mean_pairwise_cosine(embeddings: np.ndarray) -> tuple[np.ndarray, float]:
+    """(normalised centroid, mean cosine over distinct pairs) in O(n d), no n x n matrix."""
+    n = embeddings.shape[0]
+    total = embeddings.sum(axis=0, dtype=np.float64)
+    norm = float(np.linalg.norm(total))
+    centroid = (total / norm if norm > 0 else total).astype(np.float32)
+    if n < 2:
+        return centroid, 1.0
+    # sum_{i != j} <e_i, e_j> = ||sum e||^2 - sum ||e_i||^2 and every ||e_i|| = 1
+    mean = (norm**2 - n) / (n * (n - 1))
+    return centroid, float(mean)
+
+
+class LookalikeRuntime:
+    """Everything needed to answer /assign and /expand for one model/index version."""
+
+    def __init__(
+        self,
+        *,
+        config: ServingConfig,
+        encoder: Any,
+        model_info: Any,
+        bundle: Any,
+        store: Any,
+        reader: Any,
+        contract: Any,
+        metadata: dict[str, Any],
+    ) -> None:
+        self.contract = contract
+        self.config = config
+        self.encoder = encoder
+        self.model_info = model_info
+        self.bundle = bundle
+        self.store = store
+        self.reader = reader
+        self.metadata = metadata
+        self.anchor_ids = np.asarray(bundle.anchor_ids, dtype=np.int64)
+        self.anchor_row = {int(a): i for i, a in enumerate(self.anchor_ids)}
+        self.anchor_segments = sp.csr_matrix(bundle.anchor_segments)
+        assignment = bundle.assignment
+        self.segments: list[str] = list(_get(assignment, "segments"))
+        names = _get(assignment, "segment_names", default=None) or {}
+        self.segment_names: dict[str, str] = dict(names) if isinstance(names, dict) else dict(
+            zip(self.segments, names, strict=False)
+        )
+        self.thresholds = np.asarray(_get(assignment, "thresholds"), dtype=np.float32)
+        self.aggregation: str = str(_get(assignment, "aggregation"))
+        self.k: int = int(config.k or _get(assignment, "k"))
+        self.versions = Versions(
+            model_name=str(metadata["model_name"]),
+            model_version=str(metadata["model_version"]),
+            index_version=str(metadata["index_version"]),
+            feature_service=str(metadata["feature_service"]),
+            feature_service_version=str(metadata["feature_service_version"]),
+        )
+        self._population: Population | None = None
+
+    # ------------------------------------------------------------------ loading
+    @classmethod
+    def load(cls, config: ServingConfig) -> LookalikeRuntime:
+        """Load champion model, its index bundle and the store; refuse any inconsistency."""
+        from lookalike.online import OnlineFeatureReader
+
+        from index_builder.bundle import load_bundle
+        from lookalike.contract import load_contract
+        from lookalike.feast_utils import open_store
+        from training.artifact import load_registered_encoder
+
+        started = time.perf_counter()
+        repo = Path(config.feature_repo)
+        if not (repo / "feature_store.yaml").is_file():
+            raise ConfigError(f"feature repo {repo} has no feature_store.yaml (LOOKALIKE_FEATURE_REPO)")
+        store = open_store(repo)
+        encoder, info = load_registered_encoder(config.tracking_uri, config.model_name, config.model_alias)
+        bundle_dir = resolve_bundle_dir(config, str(info.version))
+        bundle = load_bundle(bundle_dir)
+        contract = load_contract(store, encoder.contract.service_name)
+        check_consistency(config, encoder, info, bundle_dir, _manifest_of(bundle, bundle_dir), contract)
+        reader = OnlineFeatureReader(store, contract)
+        manifest = _manifest_of(bundle, bundle_dir)
+        metadata = {
+            "model_name": config.model_name,
+            "model_alias": config.model_alias,
+            "model_version": str(info.version),
+            "model_run_id": getattr(info, "run_id", None),
+            "model_snapshot_hash": getattr(info, "snapshot_hash", None),
+            "index_version": str(manifest.get("index_version") or bundle_dir.name),
+            "index_dir": str(bundle_dir),
+            "index_type": manifest.get("index_type"),
+            "index_created_at": manifest.get("created_at"),
+            "index_run_date": manifest.get("run_date"),
+            "feature_service": contract.service_name,
+            "feature_service_version": contract.service_version,
+            "feature_repo": str(repo),
+            "n_anchors": int(len(bundle.anchor_ids)),
+            "loaded_at": utc_now(),
+        }
+        runtime = cls(
+            config=config, encoder=encoder, model_info=info, bundle=bundle, store=store,
+            reader=reader, contract=contract, metadata=metadata,
+        )
+        if config.expand.build_population_at_load:
+            runtime.population()
+        log.info(
+            "runtime loaded in %.1fs: model %s v%s, index %s, feature service %s v%s",
+            time.perf_counter() - started, config.model_name, info.version, bundle_dir.name,
+            contract.service_name, contract.service_version,
+        )
+        return runtime
+
+    # ------------------------------------------------------------------ health
+    def is_ready(self) -> bool:
+        """Model and index are loaded by construction; the store must answer a read."""
+        try:
+            self.reader.read_status([0])
+        except Exception:  # noqa: BLE001 - any store failure means "not ready"
+            return False
+        return True
+
+    # ------------------------------------------------------------------ assign
+    def _read(self, ids: list[int]) -> tuple[Any, np.ndarray, Any]:
+        from lookalike.online import OnlineStoreUnavailable
+
+        try:
+            status = self.reader.read_status(ids)
+            frame, found = self.reader.read(ids)
+        except OnlineStoreUnavailable as exc:
+            raise StoreUnavailableError(
+                "online feature store unavailable; retry shortly"
+            ) from exc
+        return frame, np.asarray(found, dtype=bool), status
+
+    def assign(self, customer_ids: Sequence[int]) -> tuple[Versions, list[CustomerAssignment]]:
+        """One result per requested id, in request order (duplicates answered twice)."""
+        requested = [int(i) for i in customer_ids]
+        unique = list(dict.fromkeys(requested))
+        frame, found, status = self._read(unique)
+        suppressed = _status_column(status, "suppressed", len(unique))
+        opt_in = _status_column(status, "opt_in", len(unique))
+        results: dict[int, CustomerAssignment] = {}
+        to_embed: list[int] = []
+        for row, cid in enumerate(unique):
+            if not found[row]:
+                results[cid] = CustomerAssignment(customer_id=cid, status="unknown_customer")
+            elif suppressed[row]:
+                results[cid] = CustomerAssignment(customer_id=cid, status="suppressed")
+            elif opt_in[row] and cid in self.anchor_row:
+                results[cid] = self._explicit(cid)
+            else:
+                to_embed.append(row)
+        if to_embed:
+            rows = np.asarray(to_embed)
+            embeddings = self.encoder.embed(frame.iloc[rows].reset_index(drop=True))
+            for cid, item in zip(
+                [unique[r] for r in to_embed], self._lookalike(np.asarray([unique[r] for r in to_embed]),
+                                                               embeddings), strict=True
+            ):
+                results[cid] = item
+        return self.versions, [results[cid] for cid in requested]
+
+    def _explicit(self, cid: int) -> CustomerAssignment:
+        row = self.anchor_segments.getrow(self.anchor_row[cid])
+        segments = [
+            SegmentScore(segment=self.segments[j], name=self.segment_names.get(self.segments[j]), score=1.0)
+            for j in sorted(row.indices.tolist())
+        ]
+        return CustomerAssignment(customer_id=cid, status="ok", source="opt_in", segments=segments)
+
+    def _lookalike(self, ids: np.ndarray, embeddings: np.ndarray) -> list[CustomerAssignment]:
+        from index_builder.aggregation import score_neighbours
+
+        # A customer who withdrew consent is still an anchor until the next bundle: exclude
+        # their own anchor row so nobody inherits their own former labels.
+        sims, idx = self.bundle.search(
+            embeddings, self.k, exclude_anchor_rows=self.bundle.anchor_rows(ids)
+        )
+        scores = score_neighbours(sims, idx, self.anchor_segments, self.aggregation)
+        members = self.bundle.decide(scores)
+        out = []
+        for i, cid in enumerate(ids.tolist()):
+            valid = idx[i] >= 0
+            columns = np.flatnonzero(members[i])
+            columns = columns[np.argsort(-scores[i, columns], kind="stable")]
+            out.append(
+                CustomerAssignment(
+                    customer_id=int(cid),
+                    status="ok",
+                    source="lookalike",
+                    segments=[
+                        SegmentScore(
+                            segment=self.segments[j],
+                            name=self.segment_names.get(self.segments[j]),
+                            score=round(float(scores[i, j]), 6),
+                        )
+                        for j in columns
+                    ],
+                    evidence=Evidence(
+                        neighbours=int(valid.sum()),
+                        mean_similarity=round(float(sims[i][valid].mean()) if valid.any() else 0.0, 6),
+                    ),
+                )
+            )
+        return out
+
+    # ------------------------------------------------------------------ expand
+    def population(self) -> Population:
+        """Embeddings of all customers known to the store, built once per runtime."""
+        if self._population is None:
+            self._population = self._build_population()
+        return self._population
+
+    def _build_population(self) -> Population:
+        from tqdm import tqdm
+
+        all_ids = known_customer_ids(self.store, self.reader, self.contract)
+        chunk = self.config.expand.population_chunk_size
+        ids_parts, emb_parts, opt_parts = [], [], []
+        for start in tqdm(range(0, len(all_ids), chunk), desc="population embeddings", unit="chunk",
+                          disable=len(all_ids) <= chunk):
+            ids = all_ids[start:start + chunk].tolist()
+            frame, found, status = self._read(ids)
+            keep = found & ~_status_column(status, "suppressed", len(ids))
+            if not keep.any():
+                continue
+            rows = np.flatnonzero(keep)
+            emb_parts.append(self.encoder.embed(frame.iloc[rows].reset_index(drop=True)))
+            ids_parts.append(np.asarray(ids, dtype=np.int64)[rows])
+            opt_parts.append(_status_column(status, "opt_in", len(ids))[rows])
+        if not ids_parts:
+            raise StoreUnavailableError("no customer features found in the online store")
+        ids_all = np.concatenate(ids_parts)
+        embeddings = np.ascontiguousarray(np.concatenate(emb_parts), dtype=np.float32)
+        centroid, mean_sim = _mean_pairwise_cosine(embeddings)
+        return Population(
+            ids=ids_all, embeddings=embeddings, opt_in=np.concatenate(opt_parts), centroid=centroid,
+            mean_similarity=mean_sim, row_of={int(c): i for i, c in enumerate(ids_all)},
+        )
+
+    def seed_ids_for_segment(self, segment: str) -> list[int]:
+        if segment not in self.segments:
+            raise SeedRejectedError(f"unknown segment {segment!r}")
+        column = self.segments.index(segment)
+        holders = self.anchor_segments[:, column].nonzero()[0]
+        return self.anchor_ids[holders].tolist()
+
+    def expand(
+        self,
+        seed_ids: Sequence[int] | None = None,
+        seed_segment: str | None = None,
+        target_size: int | None = None,
+        min_similarity: float | None = None,
+        population: str = "non_opt_in",
+        exclude_seed: bool = True,
+    ) -> ExpandResult:
+        """Rank the population by cosine similarity to the seed centroid."""
+        cfg = self.config.expand
+        if seed_segment is not None:
+            seed_ids = self.seed_ids_for_segment(seed_segment)
+        requested = list(dict.fromkeys(int(i) for i in (seed_ids or [])))
+        pop = self.population()
+        # Current status from the store: suppressed seed members are dropped, unknown ones counted.
+        _, found, status = self._read(requested) if requested else (None, np.zeros(0, bool), None)
+        suppressed = _status_column(status, "suppressed", len(requested)) & found
+        rows = [pop.row_of[c] for c, ok, sup in zip(requested, found, suppressed, strict=True)
+                if ok and not sup and c in pop.row_of]
+        matched = len(rows)
+        if matched < cfg.min_seed_matched:
+            raise SeedRejectedError(
+                f"seed too small: {matched} of {len(requested)} seed customers found in the online "
+                f"store (minimum {cfg.min_seed_matched})"
+            )
+        seed_emb = pop.embeddings[rows]
+        seed_centroid, intra = _mean_pairwise_cosine(seed_emb)
+        distinctiveness = float(1.0 - float(seed_centroid @ pop.centroid))
+        diagnostics = SeedDiagnostics(
+            requested=len(requested), matched=matched, unknown=int((~found).sum()),
+            suppressed=int(suppressed.sum()), distinctiveness=round(distinctiveness, 6),
+            mean_intra_seed_similarity=round(intra, 6),
+            population_mean_similarity=round(pop.mean_similarity, 6),
+        )
+        if distinctiveness < cfg.min_distinctiveness:
+            raise SeedRejectedError(
+                f"seed too generic: distinctiveness {distinctiveness:.4f} below "
+                f"{cfg.min_distinctiveness} (its centroid is almost the population's)"
+            )
+        scores = pop.embeddings @ seed_centroid
+        eligible = np.ones(len(pop.ids), dtype=bool)
+        if population == "non_opt_in":
+            eligible &= ~pop.opt_in
+        if exclude_seed:
+            eligible[rows] = False
+        if min_similarity is not None:
+            eligible &= scores >= min_similarity
+        candidates = np.flatnonzero(eligible)
+        limit = min(target_size or cfg.default_target_size, cfg.max_target_size)
+        if min_similarity is not None and target_size is None:
+            limit = min(len(candidates), cfg.max_target_size)
+        if len(candidates) > limit:
+            top = np.argpartition(-scores[candidates], limit - 1)[:limit]
+            candidates = candidates[top]
+        order = candidates[np.argsort(-scores[candidates], kind="stable")]
+        customers = [Lookalike(customer_id=int(pop.ids[r]), score=round(float(scores[r]), 6)) for r in order]
+        return ExpandResult(seed=diagnostics, population=population,
+                            population_size=int(eligible.size if population == "all" else (~pop.opt_in).sum()),
+                            customers=customers)
+
+
+# ---------------------------------------------------------------------- helpers
+def _get(obj: Any, name: str, default: Any = ...) -> Any:
+    if isinstance(obj, dict):
+        if name in obj:
+            return obj[name]
+    elif hasattr(obj, name):
+        return getattr(obj, name)
+    if default is ...:
+        raise ArtifactError(f"index bundle assignment settings lack {name!r}")
+    return default
+
+
+def _status_column(status: Any, column: str, n: int) -> np.ndarray:
+    if status is None:
+        return np.zeros(n, dtype=bool)
+    values = status[column] if column in status else np.zeros(n, dtype=bool)
+    return np.asarray(values, dtype=object).astype(bool) if n else np.zeros(0, dtype=bool)
+
+
+def known_customer_ids(store: Any, reader: Any, contract: Any) -> np.ndarray:
+    """Every customer id the feature tables know (the online store cannot list its keys).
+
+    Uses the reader's own listing when it has one; otherwise the ``customer_id`` column of
+    the model-input views' offline Parquet sources (the same tables that were materialized).
+    """
+    if hasattr(reader, "known_customer_ids"):
+        return np.unique(np.asarray(reader.known_customer_ids(), dtype=np.int64))
+    import pyarrow.dataset as ds
+
+    ids: list[np.ndarray] = []
+    for view_name in contract.views:
+        source = store.get_feature_view(view_name).batch_source
+        path = getattr(source, "path", None)
+        if not path or not Path(path).exists():
+            continue
+        table = ds.dataset(path, format="parquet").to_table(columns=["customer_id"])
+        ids.append(table.column("customer_id").to_numpy())
+    if not ids:
+        raise ArtifactError("no offline feature table found to list the population's customer ids")
+    return np.unique(np.concatenate(ids).astype(np.int64))
+
+
+def _manifest_of(bundle: Any, bundle_dir: Path) -> dict[str, Any]:
+    manifest = getattr(bundle, "manifest", None)
+    return dict(manifest) if manifest else read_manifest(bundle_dir, "index_bundle")
+
+
+def resolve_bundle_dir(config: ServingConfig, model_version: str) -> Path:
+    """The configured bundle, or the newest bundle under index_root built from ``model_version``."""
+    if config.index_dir is not None:
+        path = Path(config.index_dir)
+        if not path.is_dir():
+            raise ArtifactError(f"index bundle {path} does not exist (LOOKALIKE_INDEX_DIR)")
+        return path
+    root = Path(config.index_root)
+    candidates = []
+    for child in sorted(root.iterdir()) if root.is_dir() else []:
+        if not child.is_dir() or child.name.startswith("."):
+            continue
+        try:
+            manifest = read_manifest(child, "index_bundle")
+        except ArtifactError:
+            continue
+        if str(manifest.get("model_version")) == model_version and (
+            manifest.get("model_name") in (None, config.model_name)
+        ):
+            candidates.append((str(manifest.get("created_at", "")), child.name, child))
+    if not candidates:
+        raise ArtifactError(
+            f"no index bundle under {root} was built from {config.model_name} version {model_version}; "
+            "run `lookalike build-index` for the champion or set LOOKALIKE_INDEX_DIR"
+        )
+    return max(candidates)[2]
+
+
+def check_consistency(
+    config: ServingConfig, encoder: Any, info: Any, bundle_dir: Path, manifest: dict[str, Any],
+    registry_contract: Any,
+) -> None:
+    """Refuse to serve when model, bundle and feature registry disagree."""
+    problems = []
+    model_contract = encoder.contract
+    if str(manifest.get("model_version")) != str(info.version):
+        problems.append(
+            f"index bundle {bundle_dir.name} was built from model version {manifest.get('model_version')}, "
+            f"but {config.model_name}@{config.model_alias} is version {info.version}"
+        )
+    if manifest.get("model_name") not in (None, config.model_name):
+        problems.append(f"index bundle was built from model {manifest.get('model_name')!r}, "
+                        f"serving {config.model_name!r}")
+    bundle_service = manifest.get("feature_service")
+    bundle_service_version = str(manifest.get("feature_service_version"))
+    if bundle_service != model_contract.service_name or bundle_service_version != model_contract.service_version:
+        problems.append(
+            f"index bundle uses feature service {bundle_service} v{bundle_service_version}, the model "
+            f"{model_contract.service_name} v{model_contract.service_version}"
+        )
+    if registry_contract.service_version != model_contract.service_version:
+        problems.append(
+            f"feature repo registry has {registry_contract.service_name} v{registry_contract.service_version}, "
+            f"the model was trained on v{model_contract.service_version}"
+        )
+    elif list(registry_contract.columns) != list(model_contract.columns):
+        missing = sorted(set(model_contract.columns) - set(registry_contract.columns))
+        extra = sorted(set(registry_contract.columns) - set(model_contract.columns))
+        problems.append(
+            f"feature service {registry_contract.service_name} v{registry_contract.service_version} "
+            f"changed without a version bump: missing {missing[:5]}, extra {extra[:5]}"
+        )
+    dim = manifest.get("dim")
+    model_dim = getattr(encoder, "embedding_dim", None)
+    if dim is not None and model_dim is not None and int(dim) != int(model_dim):
+        problems.append(f"index dim {dim} differs from model embedding dim {model_dim}")
+    if problems:
+        raise VersionMismatchError("refusing to serve: " + "; ".join(problems))

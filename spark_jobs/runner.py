@@ -1,0 +1,164 @@
+"""``lookalike features``: raw tables -> one Parquet dataset per feature table.
+
+All tables for all snapshot dates are written under a temporary directory beside
+``out_dir``, validated (schema, keys, uniqueness), then swapped in with one rename: a failed
+run leaves the previous good output untouched.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta, timezone
+from pathlib import Path
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+from tqdm import tqdm
+
+from lookalike.artifacts import atomic_dir, write_manifest
+from lookalike.config import config_to_dict, load_config
+from lookalike.errors import ConfigError, DataValidationError
+from spark_jobs import transforms as tf
+from spark_jobs.validation import validate_output, validate_raw
+
+log = logging.getLogger(__name__)
+
+FEATURE_TABLES = tuple(tf.FEATURE_SCHEMAS)
+# Event tables are read only as far back as the longest window needs.
+EVENT_TIME_COLUMNS = {"viewing_sessions": "start_ts", "mobile_usage": "usage_date", "navigation_events": "event_ts"}
+
+
+@dataclass
+class FeaturesConfig:
+    raw_dir: Path = Path("data/raw")
+    out_dir: Path = Path("data/features")
+    start_date: str = "2026-11-08"
+    end_date: str = "2026-11-22"
+    frequency_days: int = 7
+    master: str = "local[2]"
+    driver_memory: str = "4g"
+    shuffle_partitions: int = 8
+
+    def grid(self) -> tf.SnapshotGrid:
+        try:
+            start, end = date.fromisoformat(str(self.start_date)), date.fromisoformat(str(self.end_date))
+        except ValueError as exc:
+            raise ConfigError(f"start_date/end_date must be ISO dates: {exc}") from exc
+        try:
+            return tf.SnapshotGrid.between(start, end, self.frequency_days)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from exc
+
+
+def _read_raw(spark: SparkSession, raw_dir: Path, table: str) -> DataFrame:
+    path = raw_dir / f"{table}.parquet"
+    if not path.exists():
+        path = raw_dir / table
+    if not path.exists():
+        raise DataValidationError(
+            f"table {table!r}: not found at {raw_dir / (table + '.parquet')} (run `lookalike datagen` first?)"
+        )
+    df = spark.read.parquet(str(path))
+    validate_raw(table, df)
+    return df
+
+
+def _since(df: DataFrame, column: str, since: date, until: date) -> DataFrame:
+    """Rows with ``since <= column < until``: the only ones any window can reach."""
+    return df.where(
+        (F.col(column) >= F.lit(since.isoformat()).cast("timestamp"))
+        & (F.col(column) < F.lit(until.isoformat()).cast("timestamp"))
+    )
+
+
+def build_tables(spark: SparkSession, raw_dir: Path, grid: tf.SnapshotGrid) -> dict[str, Callable[[], DataFrame]]:
+    """Validated inputs, and a builder per feature table (lazy: nothing computed yet)."""
+    raw = {name: _read_raw(spark, raw_dir, name) for name in (
+        "customers", "consent", "suppression", "viewing_sessions", "devices", "mobile_usage",
+        "tech_config", "navigation_events", "segment_assignments")}
+    first, last = grid.dates[0], grid.dates[-1]
+    since = first - timedelta(days=max(tf.WINDOWS_DAYS))
+    for name, column in EVENT_TIME_COLUMNS.items():
+        raw[name] = _since(raw[name], column, since, last)
+    people = tf.population(raw["customers"], grid).cache()
+    consent = tf.consent_status(raw["consent"], grid)
+    return {
+        "content_consumption": lambda: tf.content_consumption(raw["viewing_sessions"], people, grid),
+        "devices": lambda: tf.devices(raw["devices"], people, grid),
+        "profile": lambda: tf.profile(raw["customers"], grid),
+        "mobile_roaming": lambda: tf.mobile_roaming(raw["mobile_usage"], people, grid),
+        "tech_config": lambda: tf.tech_config(raw["tech_config"], grid),
+        "web_navigation": lambda: tf.web_navigation(raw["navigation_events"], consent, grid),
+        "segment_labels": lambda: tf.segment_labels(raw["segment_assignments"], grid),
+        "consent_status": lambda: consent,
+        "suppression_list": lambda: tf.suppression_list(raw["suppression"], people, grid),
+    }
+
+
+def run(config: FeaturesConfig, spark: SparkSession | None = None) -> dict[str, Path]:
+    """Build every feature table for every snapshot date; returns ``{table: dataset dir}``."""
+    grid = config.grid()
+    owns_session = spark is None
+    if spark is None:
+        from spark_jobs.session import get_spark
+
+        spark = get_spark(config.master, driver_memory=config.driver_memory,
+                          shuffle_partitions=config.shuffle_partitions)
+    else:
+        spark.conf.set("spark.sql.shuffle.partitions", str(config.shuffle_partitions))
+    created = datetime.now(timezone.utc).replace(microsecond=0)
+    out_dir = Path(config.out_dir)
+    timings: dict[str, float] = {}
+    row_counts: dict[str, int] = {}
+    try:
+        builders = build_tables(spark, Path(config.raw_dir), grid)
+        with atomic_dir(out_dir) as tmp:
+            for table in (bar := tqdm(FEATURE_TABLES, desc="features", unit="table")):
+                bar.set_postfix_str(table)
+                started = time.perf_counter()
+                df = builders[table]().withColumn(tf.CREATED_TS, F.lit(created).cast("timestamp"))
+                df.write.mode("overwrite").parquet(str(tmp / table))
+                written = spark.read.parquet(str(tmp / table))
+                validate_output(table, written, tf.FEATURE_SCHEMAS[table])
+                row_counts[table] = written.count()
+                timings[table] = round(time.perf_counter() - started, 2)
+                log.info("features: %s %s rows in %.1fs", table, f"{row_counts[table]:,}", timings[table])
+            write_manifest(
+                tmp, "feature_tables",
+                snapshot_dates=[d.isoformat() for d in grid.dates],
+                tables={t: {"rows": row_counts[t], "features": tf.FEATURE_SCHEMAS[t],
+                            "legitimate_interest": t in tf.LEGITIMATE_INTEREST_TABLES} for t in FEATURE_TABLES},
+                created_timestamp=created.isoformat(), seconds=timings,
+                config=config_to_dict(config),
+            )
+    finally:
+        if owns_session:
+            spark.stop()
+    return {table: out_dir / table for table in FEATURE_TABLES}
+
+
+def add_cli(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", type=Path, default=None, help="YAML config (e.g. configs/features.yaml)")
+    parser.add_argument("--raw-dir", help="raw tables directory (datagen output)")
+    parser.add_argument("--out-dir", help="feature tables output directory")
+    parser.add_argument("--start-date", help="first snapshot date (ISO)")
+    parser.add_argument("--end-date", help="last snapshot date (ISO)")
+    parser.add_argument("--master", help="Spark master, e.g. local[2] or spark://host:7077")
+    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides")
+
+    def _run(args: argparse.Namespace) -> int:
+        overrides = list(args.overrides)
+        for flag in ("raw_dir", "out_dir", "start_date", "end_date", "master"):
+            value = getattr(args, flag)
+            if value is not None:
+                overrides.append(f"{flag}={value}")
+        config = load_config(FeaturesConfig, args.config, overrides)
+        for table, path in run(config).items():
+            print(f"{table}\t{path}")
+        return 0
+
+    parser.set_defaults(func=_run)

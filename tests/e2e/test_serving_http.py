@@ -1,0 +1,175 @@
+"""The service as deployed: a real ``bentoml serve`` subprocess over HTTP, Redis online store.
+
+One module-scoped server. Redis is stopped and restarted mid-test (same port): ``/assign``
+must answer 503 with a clear message while it is down and recover without a restart. A
+reload under concurrent traffic must not fail a single request.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import REPO_ROOT, free_port
+from tests.integration.test_serving_inprocess import EXAMPLE_REQUEST, TOKEN, UNKNOWN_ID, serving_env
+
+BENTOML = Path(sys.executable).with_name("bentoml")
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+def _redis_backed(repo: Path, redis_server: Any) -> bool:
+    text = (repo / "feature_store.yaml").read_text()
+    return "redis" in text and str(redis_server.port) in text
+
+
+@pytest.fixture(scope="module")
+def server(trained_model: Any, index_bundle_dir: Path, materialized_repo_dir: Path, redis_server: Any,
+           tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    assert _redis_backed(materialized_repo_dir, redis_server), (
+        "materialized_repo_dir must use the session redis_server online store"
+    )
+    port = free_port()
+    log_path = tmp_path_factory.mktemp("bentoml") / "server.log"
+    env = {**os.environ, **serving_env(trained_model, index_bundle_dir, materialized_repo_dir),
+           "BENTOML_DO_NOT_TRACK": "True", "BENTOML_HOME": str(log_path.parent / "home")}
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            [str(BENTOML), "serve", "serving.service:LookalikeService", "--host", "127.0.0.1",
+             "--port", str(port)],
+            cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+        )
+        url = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.time() + 240
+            while time.time() < deadline:
+                if process.poll() is not None:
+                    pytest.fail(f"bentoml serve exited ({process.returncode}):\n{log_path.read_text()[-3000:]}")
+                try:
+                    if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                time.sleep(0.5)
+            else:
+                pytest.fail(f"bentoml serve not ready in time:\n{log_path.read_text()[-3000:]}")
+            yield url
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+    server_log = log_path.read_text()
+    assert TOKEN not in server_log  # never logged
+
+
+def _population(url: str) -> dict[str, Any]:
+    """Pick ids through the API itself: unknown/suppressed/opt-in statuses come back per item."""
+    ids = list(range(1, 400))
+    results = httpx.post(f"{url}/assign", json={"customer_ids": ids}, headers=AUTH, timeout=60).json()["results"]
+    by_status: dict[str, list[int]] = {}
+    for r in results:
+        key = r["source"] if r["status"] == "ok" else r["status"]
+        by_status.setdefault(key, []).append(r["customer_id"])
+    return by_status
+
+
+@pytest.mark.e2e
+def test_endpoints_auth_and_statuses(server: str) -> None:
+    assert httpx.get(f"{server}/healthz").status_code == 200
+    assert httpx.get(f"{server}/readyz").status_code == 200
+    assert httpx.get(f"{server}/metadata").status_code == 401
+    assert httpx.post(f"{server}/assign", json={"customer_ids": [1]}).status_code == 401
+    meta = httpx.get(f"{server}/metadata", headers=AUTH).json()
+    assert meta["model_version"] and meta["index_version"] and meta["feature_service_version"]
+
+    example = json.loads(EXAMPLE_REQUEST.read_text())
+    response = httpx.post(f"{server}/assign", json=example["assign"], headers=AUTH, timeout=30)
+    assert response.status_code == 200, response.text
+
+    groups = _population(server)
+    assert groups.get("lookalike") and groups.get("opt_in") and groups.get("suppressed"), groups.keys()
+    ids = [groups["lookalike"][0], groups["opt_in"][0], groups["suppressed"][0], UNKNOWN_ID]
+    results = httpx.post(f"{server}/assign", json={"customer_ids": ids}, headers=AUTH, timeout=30).json()["results"]
+    assert [r["status"] for r in results] == ["ok", "ok", "suppressed", "unknown_customer"]
+    assert [r["source"] for r in results[:2]] == ["lookalike", "opt_in"]
+
+    bad = httpx.post(f"{server}/assign", content=b"[1,", headers={**AUTH, "Content-Type": "application/json"})
+    assert bad.status_code == 400
+    too_many = httpx.post(f"{server}/assign", json={"customer_ids": list(range(2000))}, headers=AUTH)
+    assert too_many.status_code == 422 and "maximum" in too_many.json()["error"]
+
+    expand = httpx.post(f"{server}/expand", json={"seed_customer_ids": groups["lookalike"][:30], "target_size": 10},
+                        headers=AUTH, timeout=60)
+    assert expand.status_code in (200, 422), expand.text
+    if expand.status_code == 200:
+        assert len(expand.json()["customers"]) == 10
+    tiny = httpx.post(f"{server}/expand", json={"seed_customer_ids": [UNKNOWN_ID]}, headers=AUTH)
+    assert tiny.status_code == 422 and "too small" in tiny.json()["error"]
+
+
+@pytest.mark.e2e
+def test_redis_outage_gives_503_then_recovers(server: str, redis_server: Any) -> None:
+    body = {"customer_ids": [1, 2, 3]}
+    assert httpx.post(f"{server}/assign", json=body, headers=AUTH, timeout=30).status_code == 200
+    redis_server.stop()
+    try:
+        down = httpx.post(f"{server}/assign", json=body, headers=AUTH, timeout=60)
+        assert down.status_code == 503, down.text
+        assert "online feature store unavailable" in down.json()["error"]
+        assert httpx.get(f"{server}/readyz", timeout=30).status_code == 503
+        assert httpx.get(f"{server}/healthz", timeout=10).status_code == 200
+    finally:
+        redis_server.start()
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        response = httpx.post(f"{server}/assign", json=body, headers=AUTH, timeout=30)
+        if response.status_code == 200:
+            break
+        time.sleep(0.5)
+    assert response.status_code == 200, response.text
+    assert httpx.get(f"{server}/readyz", timeout=30).status_code == 200
+
+
+@pytest.mark.e2e
+def test_reload_under_concurrent_requests_has_zero_failures(server: str) -> None:
+    failures: list[str] = []
+    completed = 0
+    stop = threading.Event()
+    lock = threading.Lock()
+
+    def hammer() -> None:
+        nonlocal completed
+        with httpx.Client(base_url=server, headers=AUTH, timeout=60) as client:
+            i = 0
+            while not stop.is_set():
+                i += 1
+                response = client.post("/assign", json={"customer_ids": [i % 300 + 1, i % 17 + 1]})
+                with lock:
+                    completed += 1
+                    if response.status_code != 200:
+                        failures.append(f"{response.status_code}: {response.text[:200]}")
+
+    threads = [threading.Thread(target=hammer) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    time.sleep(1.0)
+    reload = httpx.post(f"{server}/admin/reload", headers=AUTH, timeout=300)
+    time.sleep(1.0)
+    stop.set()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert reload.status_code == 200, reload.text
+    assert completed > 10
+    assert failures == []

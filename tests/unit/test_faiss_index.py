@@ -1,0 +1,120 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from index_builder import faiss_backend
+from index_builder.aggregation import AGGREGATIONS
+from index_builder.bundle import AssignmentSpec, load_bundle, write_bundle
+from lookalike.errors import ArtifactError, ConfigError, DataValidationError
+
+pytestmark = pytest.mark.unit
+
+
+def clustered(n: int, dim: int = 32, centres: int = 20, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    means = rng.normal(size=(centres, dim))
+    return (means[rng.integers(0, centres, n)] + 0.3 * rng.normal(size=(n, dim))).astype(np.float32)
+
+
+def brute_force_topk(data: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
+    a = data / np.linalg.norm(data, axis=1, keepdims=True)
+    q = queries / np.linalg.norm(queries, axis=1, keepdims=True)
+    return np.argsort(-(q @ a.T), axis=1)[:, :k]
+
+
+def test_flat_index_matches_brute_force_cosine() -> None:
+    data = clustered(500)
+    built = faiss_backend.build_index(data, faiss_backend.IndexParams(type="flat"))
+    _, ids = faiss_backend.search(built.index, faiss_backend.l2_normalise(data[:50]), 5)
+    assert faiss_backend.recall_between(ids, brute_force_topk(data, data[:50], 5)) == 1.0
+    assert built.recall_at_k == 1.0 and built.device == "cpu"
+
+
+@pytest.mark.parametrize("kind,extra", [("ivf", {"nlist": 16, "nprobe": 8}), ("hnsw", {"hnsw_m": 16})])
+def test_approximate_indexes_record_recall_against_exact(kind: str, extra: dict) -> None:
+    data = clustered(2000)
+    built = faiss_backend.build_index(data, faiss_backend.IndexParams(type=kind, recall_sample=200, **extra))
+    assert built.recall_k == 10
+    assert built.recall_at_k is not None and 0.9 <= built.recall_at_k <= 1.0
+
+
+def test_ivf_with_one_probe_has_measurably_lower_recall() -> None:
+    data = clustered(3000, centres=200, seed=3)
+    low = faiss_backend.build_index(data, faiss_backend.IndexParams(type="ivf", nlist=64, nprobe=1))
+    high = faiss_backend.build_index(data, faiss_backend.IndexParams(type="ivf", nlist=64, nprobe=64))
+    assert high.recall_at_k == pytest.approx(1.0)
+    assert low.recall_at_k < high.recall_at_k
+
+
+def test_gpu_request_falls_back_to_cpu_cleanly(monkeypatch: pytest.MonkeyPatch) -> None:
+    if faiss_backend.gpu_support()[0]:
+        pytest.skip("a GPU is present; the fallback path is exercised on CPU-only machines")
+    built = faiss_backend.build_index(clustered(300), faiss_backend.IndexParams(device="gpu"))
+    assert built.device == "cpu" and built.fallback_reason
+    # and a GPU transfer that blows up mid-build also ends on CPU, not in an exception
+    monkeypatch.setattr(faiss_backend, "resolve_device", lambda requested: ("gpu", None))
+
+    def broken(index):  # type: ignore[no-untyped-def]
+        raise RuntimeError("CUDA error: out of memory")
+
+    monkeypatch.setattr(faiss_backend, "_to_gpu", broken)
+    built = faiss_backend.build_index(clustered(300), faiss_backend.IndexParams(type="ivf", nlist=4))
+    assert built.device == "cpu" and "out of memory" in (built.fallback_reason or "")
+    assert built.index.ntotal == 300
+
+
+def test_search_excluding_self_never_returns_the_query() -> None:
+    data = clustered(400)
+    built = faiss_backend.build_index(data, faiss_backend.IndexParams())
+    rows = np.arange(0, 400, 7)
+    sims, ids = faiss_backend.search_excluding_self(built.index, faiss_backend.l2_normalise(data[rows]), rows, 5)
+    assert ids.shape == (len(rows), 5)
+    assert not (ids == rows[:, None]).any()
+    expected = brute_force_topk(data, data[rows], 6)[:, 1:]
+    assert faiss_backend.recall_between(ids, expected) > 0.99
+    assert np.all(np.diff(sims, axis=1) <= 1e-6)
+
+
+def test_bad_inputs_raise_clear_errors() -> None:
+    with pytest.raises(ConfigError, match="index.type"):
+        faiss_backend.IndexParams(type="annoy")
+    with pytest.raises(DataValidationError, match="NaN"):
+        faiss_backend.build_index(np.full((3, 4), np.nan, np.float32), faiss_backend.IndexParams())
+    with pytest.raises(DataValidationError, match="zero anchors"):
+        faiss_backend.build_index(np.zeros((0, 4), np.float32), faiss_backend.IndexParams())
+
+
+@pytest.mark.parametrize("kind", ["flat", "ivf", "hnsw"])
+def test_bundle_round_trip_scores_identically(tmp_path, kind: str) -> None:
+    data = clustered(600)
+    rng = np.random.default_rng(1)
+    labels = sp.csr_matrix((rng.random((600, 6)) < 0.3).astype(np.uint8))
+    params = faiss_backend.IndexParams(type=kind, nlist=8, nprobe=4, ef_search=32)
+    built = faiss_backend.build_index(data, params)
+    spec = AssignmentSpec(k=7, aggregation="weighted", segments=list("abcdef"), thresholds=[0.5] * 6,
+                          search_params=built.params)
+    ids = np.arange(1000, 1600, dtype=np.int64)
+    write_bundle(tmp_path / "b", built, ids, labels, spec, index_version="v1", model_version="3")
+    bundle = load_bundle(tmp_path / "b")
+    assert bundle.index_version == "v1" and bundle.manifest["index_type"] == kind
+    assert bundle.anchor_rows([1005, 99]).tolist() == [5, -1]
+    scores = bundle.score(data[:20])
+    assert scores.shape == (20, 6) and scores.min() >= 0 and scores.max() <= 1
+    before = faiss_backend.search(built.searcher(), faiss_backend.l2_normalise(data[:20]), 7)[1]
+    assert np.array_equal(bundle.search(data[:20])[1], before)
+    assert set(AGGREGATIONS) >= {bundle.assignment.aggregation}
+
+
+def test_tampered_bundle_is_refused(tmp_path) -> None:
+    data = clustered(50)
+    built = faiss_backend.build_index(data, faiss_backend.IndexParams())
+    spec = AssignmentSpec(k=3, aggregation="majority", segments=["a"], thresholds=[0.5])
+    write_bundle(tmp_path / "b", built, np.arange(50), sp.csr_matrix(np.ones((50, 1))), spec,
+                 index_version="v", model_version="1")
+    np.save(tmp_path / "b" / "anchor_ids.npy", np.arange(50) + 1)
+    with pytest.raises(ArtifactError, match="content hash mismatch"):
+        load_bundle(tmp_path / "b")
+    with pytest.raises(ArtifactError, match="not found"):
+        load_bundle(tmp_path / "missing")

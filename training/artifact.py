@@ -1,0 +1,198 @@
+"""The trained model as downstream stages see it (docs/contracts.md section 5).
+
+``checkpoint.pt`` is self-describing: tower weights, model config, fitted preprocessing
+state, FeatureContract, segment vocabulary, bin weights, split seed/fractions and the
+snapshot manifest. It holds only tensors and JSON-able values, so it loads with
+``torch.load(weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import mlflow.pyfunc
+import numpy as np
+import pandas as pd
+import torch
+
+from lookalike.contract import FeatureContract
+from lookalike.errors import ArtifactError
+from lookalike.settings import CHAMPION_ALIAS, REGISTERED_MODEL_NAME
+from training.config import ModelConfig
+from training.model import Tower
+from training.preprocessing import Preprocessor
+
+CHECKPOINT_NAME = "checkpoint.pt"
+CHECKPOINT_FORMAT = 1
+SPLITS = np.array(["train", "validation", "test"])
+
+
+def _splitmix64(values: np.ndarray) -> np.ndarray:
+    z = values.astype(np.uint64)
+    with np.errstate(over="ignore"):
+        z = z + np.uint64(0x9E3779B97F4A7C15)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
+
+
+def split_of(customer_ids: Any, seed: int, validation_fraction: float, test_fraction: float) -> np.ndarray:
+    """Deterministic train/validation/test assignment from a seeded hash of customer_id."""
+    ids = np.asarray(customer_ids, dtype=np.int64).astype(np.uint64)
+    with np.errstate(over="ignore"):
+        hashed = _splitmix64(ids ^ _splitmix64(np.array([seed], dtype=np.uint64))[0])
+    unit = (hashed >> np.uint64(11)).astype(np.float64) / float(1 << 53)
+    index = np.where(unit < test_fraction, 2, np.where(unit < test_fraction + validation_fraction, 1, 0))
+    return SPLITS[index]
+
+
+class LookalikeEncoder:
+    """Embeds customers from their legitimate-interest features (contract columns)."""
+
+    def __init__(
+        self, tower: Tower, preprocessor: Preprocessor, contract: FeatureContract, segments: list[str],
+        metadata: dict[str, Any],
+    ) -> None:
+        self.tower = tower.eval()
+        self.preprocessor = preprocessor
+        self.contract = contract
+        self.segments = list(segments)
+        self.metadata = metadata
+
+    @property
+    def embedding_dim(self) -> int:
+        return int(self.metadata["model_config"]["embedding_dim"])
+
+    @property
+    def bin_weights(self) -> np.ndarray:
+        return np.asarray(self.metadata["bin_weights"], dtype=np.float64)
+
+    def split_of(self, customer_ids: Any) -> np.ndarray:
+        split = self.metadata["split"]
+        return split_of(customer_ids, split["seed"], split["validation_fraction"], split["test_fraction"])
+
+    def feature_matrix(self, frame: pd.DataFrame) -> np.ndarray:
+        return self.preprocessor.feature_matrix(frame)
+
+    @torch.no_grad()
+    def embed(self, frame: pd.DataFrame, batch_size: int = 16384) -> np.ndarray:
+        features = self.preprocessor.transform(frame)
+        return embed_arrays(self.tower, features.dense, features.categorical_index, batch_size)
+
+    # -------------------------------------------------------------- checkpoint
+    def checkpoint_payload(self) -> dict[str, Any]:
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "state_dict": {k: v.detach().clone() for k, v in self.tower.state_dict().items()},
+            "metadata_json": json.dumps(self.metadata, sort_keys=True),
+            "preprocessing_json": json.dumps(self.preprocessor.state, sort_keys=True),
+            "contract_json": json.dumps(self.contract.to_dict(), sort_keys=True),
+            "segments": list(self.segments),
+        }
+
+    def save(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        torch.save(self.checkpoint_payload(), tmp)
+        tmp.replace(path)
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> LookalikeEncoder:
+        path = Path(path)
+        if not path.is_file():
+            raise ArtifactError(f"model checkpoint not found: {path}")
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+        if payload.get("format") != CHECKPOINT_FORMAT:
+            raise ArtifactError(f"{path}: unsupported checkpoint format {payload.get('format')!r}")
+        metadata = json.loads(payload["metadata_json"])
+        preprocessor = Preprocessor.from_state(json.loads(payload["preprocessing_json"]))
+        contract = FeatureContract.from_dict(json.loads(payload["contract_json"]))
+        tower = Tower(preprocessor.dense_dim, preprocessor.cardinalities, ModelConfig(**metadata["model_config"]))
+        tower.load_state_dict(payload["state_dict"])
+        return cls(tower, preprocessor, contract, payload["segments"], metadata)
+
+
+@torch.no_grad()
+def embed_arrays(tower: Tower, dense: np.ndarray, categorical_index: np.ndarray, batch_size: int = 16384) -> np.ndarray:
+    was_training = tower.training
+    tower.eval()
+    out = np.empty((dense.shape[0], tower.output.out_features), dtype=np.float32)
+    for start in range(0, dense.shape[0], batch_size):
+        stop = start + batch_size
+        out[start:stop] = tower(
+            torch.from_numpy(np.ascontiguousarray(dense[start:stop])),
+            torch.from_numpy(np.ascontiguousarray(categorical_index[start:stop])),
+        ).numpy()
+    tower.train(was_training)
+    return out
+
+
+class EncoderPyfunc(mlflow.pyfunc.PythonModel):
+    """MLflow pyfunc wrapper: a DataFrame with contract columns in, embeddings out."""
+
+    def load_context(self, context: Any) -> None:
+        self.encoder = LookalikeEncoder.load(context.artifacts["checkpoint"])
+
+    def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> np.ndarray:
+        return self.encoder.embed(model_input)
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    name: str
+    version: str
+    run_id: str
+    model_uri: str
+    snapshot_hash: str
+    feature_service: str
+    feature_service_version: str
+    aliases: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def load_registered_encoder(
+    tracking_uri: str, model_name: str = REGISTERED_MODEL_NAME, alias_or_version: str | int = CHAMPION_ALIAS,
+    cache_dir: str | Path | None = None,
+) -> tuple[LookalikeEncoder, ModelInfo]:
+    """Fetch a registered model version (by alias or number) and build its encoder."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    ref = str(alias_or_version)
+    try:
+        version = client.get_model_version(model_name, ref) if ref.isdigit() else (
+            client.get_model_version_by_alias(model_name, ref)
+        )
+    except MlflowException as exc:
+        raise ArtifactError(f"registered model {model_name!r} has no version or alias {ref!r} at {tracking_uri}") from exc
+    destination = Path(cache_dir) if cache_dir else Path(tempfile.mkdtemp(prefix="lookalike-model-"))
+    local = Path(mlflow.artifacts.download_artifacts(
+        artifact_uri=f"models:/{model_name}/{version.version}", dst_path=str(destination),
+        tracking_uri=tracking_uri, registry_uri=tracking_uri,
+    ))
+    candidates = sorted(local.rglob(CHECKPOINT_NAME))
+    if not candidates:
+        raise ArtifactError(f"model {model_name} v{version.version} has no {CHECKPOINT_NAME} artifact")
+    encoder = LookalikeEncoder.load(candidates[0])
+    snapshot = encoder.metadata.get("snapshot_manifest", {})
+    info = ModelInfo(
+        name=model_name,
+        version=str(version.version),
+        run_id=str(version.run_id),
+        model_uri=f"models:/{model_name}/{version.version}",
+        snapshot_hash=str(snapshot.get("content_hash", "")),
+        feature_service=encoder.contract.service_name,
+        feature_service_version=encoder.contract.service_version,
+        aliases=tuple(getattr(version, "aliases", []) or []),
+    )
+    return encoder, info

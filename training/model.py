@@ -1,0 +1,48 @@
+"""Shared-weight tower: both sides of a pair go through the same network."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from training.config import ModelConfig
+
+
+class Tower(nn.Module):
+    """input dropout -> [Linear, BatchNorm, ReLU, Dropout]* -> Linear -> L2 normalise.
+
+    High-cardinality columns (region) enter through learned embeddings (index 0 = OOV)
+    concatenated to the dense features before the input dropout.
+    """
+
+    def __init__(self, dense_dim: int, cardinalities: list[int], config: ModelConfig) -> None:
+        super().__init__()
+        self.embeddings = nn.ModuleList(nn.Embedding(size, config.high_cardinality_dim) for size in cardinalities)
+        width = dense_dim + config.high_cardinality_dim * len(cardinalities)
+        if width == 0:
+            raise ValueError("the tower needs at least one input feature")
+        self.input_dropout = nn.Dropout(config.input_dropout)
+        blocks: list[nn.Module] = []
+        for hidden in config.hidden:
+            blocks += [nn.Linear(width, hidden), nn.BatchNorm1d(hidden), nn.ReLU(), nn.Dropout(config.dropout)]
+            width = hidden
+        self.blocks = nn.Sequential(*blocks)
+        self.output = nn.Linear(width, config.embedding_dim)
+
+    def forward(self, dense: torch.Tensor, categorical_index: torch.Tensor) -> torch.Tensor:
+        parts = [dense] + [emb(categorical_index[:, i]) for i, emb in enumerate(self.embeddings)]
+        x = self.input_dropout(torch.cat(parts, dim=1))
+        return F.normalize(self.output(self.blocks(x)), dim=1)
+
+
+class TwoTowerModel(nn.Module):
+    """The tower plus an optional multi-label segment head used only as a training signal."""
+
+    def __init__(self, dense_dim: int, cardinalities: list[int], n_segments: int, config: ModelConfig) -> None:
+        super().__init__()
+        self.tower = Tower(dense_dim, cardinalities, config)
+        self.segment_head = nn.Linear(config.embedding_dim, max(n_segments, 1))
+
+    def forward(self, dense: torch.Tensor, categorical_index: torch.Tensor) -> torch.Tensor:
+        return self.tower(dense, categorical_index)

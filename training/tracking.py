@@ -1,0 +1,172 @@
+"""MLflow side of training: params, per-epoch metrics, artifacts, registration, promotion."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import numpy as np
+import yaml
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+
+from lookalike.artifacts import git_commit, utc_now, write_json
+from lookalike.config import config_to_dict, flatten
+from lookalike.settings import CANDIDATE_ALIAS, CHAMPION_ALIAS
+from training.artifact import CHECKPOINT_NAME, EncoderPyfunc, load_registered_encoder
+from training.config import TrainConfig
+from training.evaluation import embedding_pair_metrics
+from training.sampling import n_bins
+from training.spectrogram import plot_spectrogram
+from training.train import EpochRecord, FitResult, TrainResult, fit
+
+log = logging.getLogger(__name__)
+PIP_REQUIREMENTS = ["torch", "numpy", "pandas", "pyarrow", "mlflow", "lookalike"]
+
+
+def experiment_id(client: MlflowClient, name: str, artifact_location: str | None) -> str:
+    existing = client.get_experiment_by_name(name)
+    if existing is not None:
+        return str(existing.experiment_id)
+    return str(client.create_experiment(name, artifact_location=artifact_location))
+
+
+def _finite(values: dict[str, float]) -> dict[str, float]:
+    return {k: float(v) for k, v in values.items() if v is not None and math.isfinite(float(v))}
+
+
+def _champion_decision(
+    client: MlflowClient, config: TrainConfig, result: FitResult, test_mae: float
+) -> tuple[bool, dict[str, Any]]:
+    mode = config.tracking.promote
+    name = config.tracking.model_name
+    decision: dict[str, Any] = {"mode": mode, "candidate_test_mae": test_mae, "decided_at": utc_now()}
+    try:
+        champion = client.get_model_version_by_alias(name, CHAMPION_ALIAS)
+    except MlflowException:
+        champion = None
+    if champion is not None:
+        decision["champion_version"] = str(champion.version)
+    if mode == "never":
+        return False, {**decision, "reason": "promotion disabled (promote=never)"}
+    if mode == "always":
+        return True, {**decision, "reason": "promoted on request (promote=always)"}
+    if champion is None:
+        return True, {**decision, "reason": "no champion yet: promoted"}
+    encoder, info = load_registered_encoder(config.tracking.tracking_uri, name, str(champion.version))
+    contract = result.snapshot.contract
+    if (info.feature_service, info.feature_service_version) != (contract.service_name, contract.service_version):
+        return False, {**decision, "reason": (
+            f"champion v{champion.version} uses feature service {info.feature_service} v"
+            f"{info.feature_service_version}, candidate {contract.service_name} v{contract.service_version}: "
+            "not comparable, champion kept (use promote=always to switch)")}
+    bins = n_bins(config.sampling.bin_width)
+    champion_mae = embedding_pair_metrics(encoder.embed(result.test_split.frame), result.test_pairs, bins).mae
+    decision["champion_test_mae_on_candidate_pairs"] = champion_mae
+    if test_mae <= champion_mae:
+        return True, {**decision, "reason": (
+            f"promoted: test MAE {test_mae:.4f} <= champion v{champion.version} {champion_mae:.4f} on the same pairs")}
+    return False, {**decision, "reason": (
+        f"champion v{champion.version} kept: its test MAE {champion_mae:.4f} beats candidate {test_mae:.4f}")}
+
+
+def track_training(config: TrainConfig) -> TrainResult:
+    tracking = config.tracking
+    mlflow.set_tracking_uri(tracking.tracking_uri)
+    mlflow.set_registry_uri(tracking.tracking_uri)
+    client = MlflowClient(tracking_uri=tracking.tracking_uri, registry_uri=tracking.tracking_uri)
+    exp_id = experiment_id(client, tracking.experiment, tracking.artifact_location)
+    resolved = config_to_dict(config)
+
+    with mlflow.start_run(experiment_id=exp_id, run_name=tracking.run_name) as active, \
+            tempfile.TemporaryDirectory(prefix="lookalike-train-") as scratch_name:
+        run_id = active.info.run_id
+        scratch = Path(scratch_name)
+        mlflow.log_params({k: ("None" if v is None else str(v))[:500] for k, v in flatten(resolved).items()})
+        mlflow.log_text(yaml.safe_dump(resolved, sort_keys=True), "config/training.yaml")
+        mlflow.set_tag("git_commit", git_commit())
+
+        def on_epoch(record: EpochRecord) -> None:
+            mlflow.log_metrics(_finite(record.metrics()), step=record.epoch)
+
+        result = fit(config, on_epoch=on_epoch)
+        snapshot = result.snapshot
+        contract = snapshot.contract
+        tags = {
+            "feature_service": contract.service_name,
+            "feature_service_version": contract.service_version,
+            "snapshot_hash": snapshot.content_hash,
+            "snapshot_path": str(snapshot.path),
+            "label_date": str(snapshot.manifest.get("label_date", "")),
+            "target": config.target,
+        }
+        mlflow.set_tags(tags)
+        test_mae = result.test.mae
+        final = {
+            "test_mae": test_mae,
+            "best_val_mae": result.val.mae,
+            "best_epoch": result.best_epoch,
+            "best_val_knn_micro_f1": result.best_knn.at_half,
+            "best_val_knn_micro_f1_best": result.best_knn.best,
+            "raw_knn_micro_f1": result.raw_knn.at_half,
+            "raw_knn_micro_f1_best": result.raw_knn.best,
+            "train_customers": result.split_sizes["train"],
+            "validation_customers": result.split_sizes["validation"],
+            "test_customers": result.split_sizes["test"],
+            **{f"test_mae_bin_{i}": v for i, v in enumerate(result.test.bin_mae)},
+            **{f"timing_{k}": v for k, v in result.timings.items()},
+        }
+        mlflow.log_metrics(_finite(final))
+        edges = np.linspace(0, 1, len(result.bin_weights) + 1).round(6).tolist()
+        bin_payload = {"bin_edges": edges, "natural_counts": result.natural_counts.tolist(),
+                       "weights": result.bin_weights.tolist(), "target": config.target}
+        mlflow.log_dict(bin_payload, "sampling/bin_weights.json")
+        mlflow.log_artifact(str(plot_spectrogram(result.history, scratch / "spectrogram.png")), "plots")
+
+        checkpoint = result.encoder.save(scratch / "model" / CHECKPOINT_NAME)
+        manifest_path = scratch / "model" / "manifest.json"
+        write_json(manifest_path, {
+            "kind": "lookalike_model", "created_at": utc_now(), "run_id": run_id, "git_commit": git_commit(),
+            "feature_service": contract.service_name, "feature_service_version": contract.service_version,
+            "contract": contract.to_dict(), "segment_vocabulary": snapshot.vocabulary,
+            "embedding_dim": result.encoder.embedding_dim, "snapshot_hash": snapshot.content_hash,
+            "label_date": snapshot.manifest.get("label_date"), "test_mae": test_mae,
+            "best_epoch": result.best_epoch,
+        })
+        model_version: str | None = None
+        model_uri: str | None = None
+        promoted = False
+        decision: dict[str, Any] = {"reason": "not registered (tracking.register=false)"}
+        if tracking.register:
+            logged = mlflow.pyfunc.log_model(
+                name="model", python_model=EncoderPyfunc(),
+                artifacts={"checkpoint": str(checkpoint), "manifest": str(manifest_path)},
+                registered_model_name=tracking.model_name, pip_requirements=PIP_REQUIREMENTS,
+            )
+            model_version = str(logged.registered_model_version)
+            model_uri = f"models:/{tracking.model_name}/{model_version}"
+            for key, value in {**tags, "run_id": run_id, "test_mae": f"{test_mae:.6f}"}.items():
+                client.set_model_version_tag(tracking.model_name, model_version, key, value)
+            client.set_registered_model_alias(tracking.model_name, CANDIDATE_ALIAS, model_version)
+            promoted, decision = _champion_decision(client, config, result, test_mae)
+            decision["candidate_version"] = model_version
+            if promoted:
+                client.set_registered_model_alias(tracking.model_name, CHAMPION_ALIAS, model_version)
+            client.set_model_version_tag(tracking.model_name, model_version, "promotion", decision["reason"])
+        mlflow.set_tag("promotion", decision["reason"])
+        mlflow.set_tag("promoted", str(promoted).lower())
+        mlflow.log_text(json.dumps({**decision, "promoted": promoted}, indent=2, default=str), "promotion.json")
+        log.info("run %s: test MAE %.4f; %s", run_id, test_mae, decision["reason"])
+
+    return TrainResult(
+        run_id=run_id, model_name=tracking.model_name, model_version=model_version, promoted=promoted,
+        promotion_reason=str(decision["reason"]), test_mae=test_mae, val_mae=result.val.mae,
+        best_epoch=result.best_epoch, val_knn_micro_f1=result.best_knn.best,
+        raw_knn_micro_f1=result.raw_knn.best, tracking_uri=tracking.tracking_uri, model_uri=model_uri,
+        encoder=result.encoder,
+    )
