@@ -2,7 +2,7 @@
 
 from entities import customer
 from feast import FeatureView
-from feast.types import Float64
+from feast.types import Float64, Int64
 from lookalike_repo_common import (
     CHANNELS,
     DAYPARTS,
@@ -22,8 +22,8 @@ content_consumption_source = feature_table_source(
 def _window_fields(window: str) -> list:
     fields = [
         feature(f"minutes_{window}", Float64, "numeric", f"Minutes watched in the {window} before the snapshot."),
-        feature(f"sessions_{window}", Float64, "numeric", f"Viewing sessions started in the {window} window."),
-        feature(f"active_days_{window}", Float64, "numeric", f"Distinct days with viewing in the {window} window."),
+        feature(f"sessions_{window}", Int64, "numeric", f"Viewing sessions started in the {window} window."),
+        feature(f"active_days_{window}", Int64, "numeric", f"Distinct days with viewing in the {window} window."),
         feature(f"avg_session_min_{window}", Float64, "numeric", f"Mean session length (minutes), {window} window."),
     ]
     fields += [

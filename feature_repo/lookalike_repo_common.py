@@ -32,14 +32,14 @@ OWNER_DATA = "data-platform@lookalike.example"
 OWNER_PRIVACY = "privacy-office@lookalike.example"
 
 # Vocabularies of the per-category share features. They must match the columns the
-# Spark jobs write (spark_jobs/); a mismatch is caught by tests/integration/test_feature_repo.py.
+# Spark jobs write (lookalike/datagen.py vocabularies, spark_jobs/transforms.py schemas); a mismatch is caught by tests/integration/test_feature_repo.py.
 WINDOWS = ("7d", "30d", "90d")
-GENRES = ("movies", "series", "sports", "news", "kids", "documentary", "entertainment", "music")
+GENRES = ("sports", "kids", "movies", "series", "news", "documentary", "music", "reality")
 DAYPARTS = ("morning", "afternoon", "prime", "late")
-CHANNELS = ("linear", "vod", "catchup", "sports_live", "kids_channel", "premium_channel")
+CHANNELS = ("linear", "vod", "catchup", "sports_app", "kids_app", "partner_ott")
 NAV_CATEGORIES = (
-    "sports", "news", "travel", "finance", "gaming", "fashion",
-    "motor", "technology", "food", "health", "parenting", "entertainment",
+    "automotive", "mortgage", "fashion", "health", "pets", "diy_home",
+    "luxury", "crypto", "wedding", "jobs", "general_news", "social",
 )
 
 

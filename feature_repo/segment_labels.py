@@ -1,7 +1,7 @@
 """Marketing segments held by opt-in customers: the training labels (consent only)."""
 
 from entities import customer
-from feast import Field, FeatureView
+from feast import FeatureView, Field
 from feast.types import Array, String
 from lookalike_repo_common import OWNER_PRIVACY, WEEKLY_TTL, feature_table_source
 

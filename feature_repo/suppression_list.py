@@ -1,7 +1,7 @@
 """Objections to profiling: suppressed customers get no lookalike segments (legal obligation)."""
 
 from entities import customer
-from feast import Field, FeatureView
+from feast import FeatureView, Field
 from feast.types import Bool, UnixTimestamp
 from lookalike_repo_common import OWNER_PRIVACY, WEEKLY_TTL, feature_table_source
 

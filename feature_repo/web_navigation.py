@@ -6,7 +6,7 @@ legal basis is reviewable and so that label analysis on opt-in customers is trac
 
 from entities import customer
 from feast import FeatureView
-from feast.types import Float64
+from feast.types import Float64, Int64
 from lookalike_repo_common import NAV_CATEGORIES, OWNER_PRIVACY, WEEKLY_TTL, feature, feature_table_source
 
 web_navigation_source = feature_table_source(
@@ -17,7 +17,7 @@ web_navigation = FeatureView(
     name="web_navigation",
     entities=[customer],
     ttl=WEEKLY_TTL,
-    schema=[feature("nav_sessions_30d", Float64, "numeric", "Web navigation sessions, last 30 days.")]
+    schema=[feature("nav_sessions_30d", Int64, "numeric", "Web navigation sessions, last 30 days.")]
     + [
         feature(f"nav_share_{category}_30d", Float64, "numeric",
                 f"Share of 30d navigation time in category '{category}' (0-1).")

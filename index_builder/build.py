@@ -71,7 +71,8 @@ def calibrate(
         thresholds=[round(float(t), 6) for t in cal.thresholds], threshold_mode=params.threshold_mode,
         threshold_source=cal.source,
         validation_f1=[None if np.isnan(f) else round(float(f), 6) for f in cal.validation_f1],
-        search_params=dict(built.params),
+        search_params=dict(built.params), fixed_threshold=params.fixed_threshold,
+        threshold_floor=params.threshold_floor, min_positives=params.min_positives,
     )
     return Calibrated(spec, int(len(calibration_rows)))
 

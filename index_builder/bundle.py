@@ -45,6 +45,10 @@ class AssignmentSpec:
     threshold_source: list[str] = field(default_factory=list)
     validation_f1: list[float | None] = field(default_factory=list)
     search_params: dict[str, Any] = field(default_factory=dict)
+    # calibration settings, so evaluation can calibrate baselines exactly the same way
+    fixed_threshold: float = 0.5
+    threshold_floor: float = 0.2
+    min_positives: int = 5
 
     def __post_init__(self) -> None:
         if self.aggregation not in AGGREGATIONS:

@@ -82,6 +82,9 @@ class EvaluateConfig:
     baselines: list[str] = field(default_factory=lambda: [
         "raw_feature_knn", "iv_weighted_knn", "kmeans_propagation", "logistic_regression"])
     kmeans_clusters: int = 32
+    # segment catalog (segment_id, kind) to check flagged segments against; None: guessed
+    # as <features>/../raw/segment_catalog.parquet
+    segment_catalog: Path | None = None
     unrecoverable_margin: float = 0.05
     confusion_segments: int = 6
     log_mlflow: bool = True
@@ -101,6 +104,7 @@ class WeeklyConfig:
     index: IndexParams = field(default_factory=IndexParams)
     assignment: AssignmentParams = field(default_factory=AssignmentParams)
     evaluate: bool = True
+    segment_catalog: Path | None = None
     baselines: list[str] = field(default_factory=lambda: [
         "raw_feature_knn", "iv_weighted_knn", "kmeans_propagation", "logistic_regression"])
     log_mlflow: bool = True

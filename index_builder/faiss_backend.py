@@ -39,6 +39,10 @@ class IndexParams:
     # IVF: nlist=0 picks ~4*sqrt(n) lists; nprobe lists are scanned per query.
     nlist: int = 0
     nprobe: int = 16
+    # IVF coarse quantizer: flat (exact) or hnsw (graph; cheaper with many lists/queries)
+    quantizer: str = "flat"
+    # IVF k-means training points: 0 = min(n, 64 * nlist) (more barely moves recall, costs time)
+    train_sample: int = 0
     # HNSW: links per node, and candidate-list sizes at build and search time.
     hnsw_m: int = 32
     ef_construction: int = 80
@@ -55,6 +59,8 @@ class IndexParams:
             raise ConfigError(f"index.type must be one of {INDEX_TYPES}, got {self.type!r}")
         if self.device not in DEVICES:
             raise ConfigError(f"index.device must be one of {DEVICES}, got {self.device!r}")
+        if self.quantizer not in ("flat", "hnsw"):
+            raise ConfigError(f"index.quantizer must be flat or hnsw, got {self.quantizer!r}")
         for name in ("nprobe", "hnsw_m", "ef_construction", "ef_search"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"index.{name} must be >= 1, got {getattr(self, name)}")
@@ -138,16 +144,27 @@ def _make_cpu_index(dim: int, params: IndexParams, n: int) -> tuple[Any, dict[st
     if params.type == "ivf":
         nlist = params.nlist or default_nlist(n)
         nlist = max(1, min(nlist, n))
-        quantizer = faiss.IndexFlatIP(dim)
+        quantizer: Any = faiss.IndexFlatIP(dim)
+        if params.quantizer == "hnsw":
+            quantizer = faiss.IndexHNSWFlat(dim, 32, faiss.METRIC_INNER_PRODUCT)
+            quantizer.hnsw.efSearch = max(64, 2 * params.nprobe)
         index = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
         index.cp.seed = params.seed
         index.nprobe = min(params.nprobe, nlist)
-        return index, {"nlist": nlist, "nprobe": int(index.nprobe)}
+        return index, {"nlist": nlist, "nprobe": int(index.nprobe), "quantizer": params.quantizer}
     graph: Any = faiss.IndexHNSWFlat(dim, params.hnsw_m, faiss.METRIC_INNER_PRODUCT)
     graph.hnsw.efConstruction = params.ef_construction
     graph.hnsw.efSearch = params.ef_search
     return graph, {"hnsw_m": params.hnsw_m, "ef_construction": params.ef_construction,
                    "ef_search": params.ef_search}
+
+
+def _training_sample(data: np.ndarray, params: IndexParams, nlist: int) -> np.ndarray:
+    size = params.train_sample or 64 * nlist
+    if size >= len(data):
+        return data
+    rows = np.random.default_rng(params.seed).choice(len(data), size=size, replace=False)
+    return data[np.sort(rows)]
 
 
 def _to_gpu(index: Any) -> Any:
@@ -170,7 +187,7 @@ def build_index(vectors: np.ndarray, params: IndexParams, recall_k: int = 10) ->
         try:
             gpu_index = _to_gpu(cpu_index)
             if params.type == "ivf":
-                gpu_index.train(data)
+                gpu_index.train(_training_sample(data, params, int(cpu_index.nlist)))
             gpu_index.add(data)
             cpu_index = faiss.index_gpu_to_cpu(gpu_index)
             search_index = gpu_index
@@ -182,7 +199,7 @@ def build_index(vectors: np.ndarray, params: IndexParams, recall_k: int = 10) ->
         device, fallback = "cpu", "hnsw has no GPU implementation in faiss"
     if search_index is None:
         if params.type == "ivf":
-            cpu_index.train(data)
+            cpu_index.train(_training_sample(data, params, int(cpu_index.nlist)))
         cpu_index.add(data)
     built = BuiltIndex(
         index=cpu_index, index_type=params.type, device=device, dim=dim, ntotal=n,

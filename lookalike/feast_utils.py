@@ -155,6 +155,33 @@ def open_store(repo: str | Path) -> Any:
     return store
 
 
+def open_store_with_online(repo: str | Path, online: str, redis_connection: str | None = None) -> Any:
+    """``open_store`` with another online store than the repo's yaml names (same registry).
+
+    Writes ``<repo>/data/feature_store.<online>.yaml`` from the ``infra/`` variant and opens
+    the store on it: this is how serving and ``lookalike materialize --online redis`` reach
+    Redis from a repo applied with the default SQLite configuration.
+    """
+    from feast import FeatureStore
+
+    repo = Path(repo).resolve()
+    if not (repo / "feature_store.yaml").is_file():
+        raise ConfigError(f"{repo} is not a Feast repo (no feature_store.yaml)")
+    if online == "redis" and not (redis_connection or os.environ.get(ENV_REDIS_URL)):
+        raise ConfigError(f"online store redis needs a connection: pass host:port or set ${ENV_REDIS_URL}")
+    text = _store_yaml_text(online, "file", redis_connection, repo / "feature_store.yaml")
+    variant = repo / "data" / f"feature_store.{online}.yaml"
+    variant.parent.mkdir(parents=True, exist_ok=True)
+    variant.write_text(text)
+    try:
+        store = FeatureStore(repo_path=str(repo), fs_yaml_file=variant)
+    except Exception as exc:  # noqa: BLE001 - Feast raises many config error types
+        raise ConfigError(f"cannot open the Feast repo at {repo} with online={online}: {exc}") from exc
+    if not store.list_feature_services():
+        raise ConfigError(f"the registry of {repo} has no feature services: run `feast -c {repo} apply` first")
+    return store
+
+
 def applied_repo_path(store: Any) -> Path:
     return Path(store.repo_path).resolve()
 

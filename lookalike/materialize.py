@@ -125,10 +125,8 @@ def latest_rows(view: Any, start: datetime, end: datetime) -> pa.Table:
         return table
     ids = table.column(JOIN_KEY).to_numpy()
     stamps = pc.cast(table.column(TIMESTAMP_COLUMN), pa.int64()).to_numpy()
-    keys = [stamps, ids]
-    if created:
-        keys.insert(0, pc.cast(pc.fill_null(table.column(created), 0), pa.int64()).to_numpy())
-    order = np.lexsort(keys[::-1][:1] + keys[:-1][::-1] if False else (keys[0], *keys[1:]) if False else _sort_keys(ids, stamps, keys[0] if created else None))
+    created_stamps = pc.cast(table.column(created), pa.int64()).fill_null(0).to_numpy() if created else None
+    order = np.lexsort(_sort_keys(ids, stamps, created_stamps))
     sorted_ids = ids[order]
     last = np.ones(len(order), dtype=bool)
     last[:-1] = sorted_ids[:-1] != sorted_ids[1:]
@@ -206,9 +204,8 @@ def run(config: MaterializeConfig) -> MaterializeReport:
         window_start = _window_start(store, view, end, start)
         began = time.perf_counter()
         if engine == "feast":
-            before = _count_hint(view)
+            rows = latest_rows(view, window_start, end).num_rows
             store.materialize(start_date=window_start, end_date=end, feature_views=[view.name])
-            rows = before
         else:
             table = latest_rows(view, window_start, end)
             rows = _fast_load(store, view, table, store.config.online_store.connection_string, config.chunk_rows)
@@ -217,16 +214,11 @@ def run(config: MaterializeConfig) -> MaterializeReport:
         loads.append(ViewLoad(view.name, (view.tags or {}).get("legal_basis", "?"), rows,
                               window_start.isoformat(), end.isoformat(), round(elapsed, 3)))
         log.info("materialized %s (%s) into %s with %s: %s rows in %.1fs", view.name,
-                 loads[-1].legal_basis, online_type, engine, rows if rows >= 0 else "?", elapsed)
+                 loads[-1].legal_basis, online_type, engine, rows, elapsed)
     for load in loads:
         if load.legal_basis != LEGITIMATE_INTEREST:
             log.info("%s is online under legal_basis=%s (status lookups for serving only)", load.view, load.legal_basis)
     return MaterializeReport(online_store=online_type, engine=engine, views=loads)
-
-
-def _count_hint(view: Any) -> int:
-    # Feast's engine does not report row counts; -1 marks "unknown" in the report.
-    return -1
 
 
 def add_cli(parser: argparse.ArgumentParser) -> None:

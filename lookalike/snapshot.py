@@ -79,7 +79,7 @@ def _source_path(view: Any) -> str:
 
 
 def read_view_as_of(view: Any, as_of: pd.Timestamp, columns: list[str] | None = None) -> pd.DataFrame:
-    """Latest row per customer of ``view``'s source with ``as_of - ttl < event_timestamp <= as_of``.
+    """Latest row per customer of ``view``'s source with ``as_of - ttl <= event_timestamp <= as_of``.
 
     The same window Feast's point-in-time join uses; for reading status views (consent,
     suppression, labels vocabulary) for ALL customers, which Feast cannot enumerate.
@@ -98,7 +98,7 @@ def read_view_as_of(view: Any, as_of: pd.Timestamp, columns: list[str] | None = 
     condition = ds.field(TIMESTAMP_COLUMN) <= pa.scalar(as_of_py, pa.timestamp("us", "UTC"))
     if view.ttl and view.ttl.total_seconds() > 0:
         start = as_of_py - view.ttl
-        condition = condition & (ds.field(TIMESTAMP_COLUMN) > pa.scalar(start, pa.timestamp("us", "UTC")))
+        condition = condition & (ds.field(TIMESTAMP_COLUMN) >= pa.scalar(start, pa.timestamp("us", "UTC")))
     table = dataset.to_table(columns=wanted + ([created] if created else []), filter=condition)
     frame = table.to_pandas()
     order = [TIMESTAMP_COLUMN] + ([created] if created else [])
@@ -130,44 +130,84 @@ def _cast_to_contract(frame: pd.DataFrame, contract: FeatureContract) -> pd.Data
     return frame
 
 
+def _rows_with_data(view: Any, entities: pd.DataFrame) -> np.ndarray:
+    """Mask of entity rows that have a source row of ``view`` inside its TTL window.
+
+    Feast's file offline store either drops such rows or fails on the nulls they produce
+    (Dask cannot index a null ``created_timestamp``), so they are never sent to it.
+    """
+    path = _source_path(view)
+    if not Path(path).exists():
+        raise DataValidationError(f"feature table for view {view.name!r} not found at {path}")
+    stamp_type = pa.timestamp("us", "UTC")
+    latest = entities[TIMESTAMP_COLUMN].max().to_pydatetime()
+    condition = ds.field(TIMESTAMP_COLUMN) <= pa.scalar(latest, stamp_type)
+    ttl = view.ttl if view.ttl and view.ttl.total_seconds() > 0 else None
+    if ttl is not None:
+        earliest = entities[TIMESTAMP_COLUMN].min().to_pydatetime() - ttl
+        condition = condition & (ds.field(TIMESTAMP_COLUMN) >= pa.scalar(earliest, stamp_type))
+    keys = ds.dataset(path, format="parquet").to_table(columns=[JOIN_KEY, TIMESTAMP_COLUMN], filter=condition)
+    source = keys.to_pandas().rename(columns={TIMESTAMP_COLUMN: "_source_ts"})
+    source["_source_ts"] = pd.to_datetime(source["_source_ts"], utc=True)
+    indexed = entities.reset_index(names="_row")
+    pairs = indexed.merge(source, on=JOIN_KEY, how="inner")
+    inside = pairs["_source_ts"] <= pairs[TIMESTAMP_COLUMN]
+    if ttl is not None:
+        inside &= pairs["_source_ts"] >= pairs[TIMESTAMP_COLUMN] - ttl
+    mask = np.zeros(len(entities), dtype=bool)
+    mask[pairs.loc[inside, "_row"].unique()] = True
+    return mask
+
+
 def build_point_in_time_features(store: Any, contract: FeatureContract, entity_df: pd.DataFrame) -> pd.DataFrame:
     """Contract features of ``entity_df`` rows (customer_id, event_timestamp) via Feast's PIT join.
 
     Returns one row per distinct entity row, in ``entity_df`` order: ``customer_id``,
     ``event_timestamp`` and every contract column (nulls where the customer had no row
     inside a view's TTL). ``result.attrs["rows_missing_features"]`` counts those rows per
-    view, ``result.attrs["rows_dropped_by_feast"]`` the entity rows Feast's offline store
-    left out of its answer (kept here with nulls).
+    view; ``result.attrs["rows_dropped_by_feast"]`` counts rows Feast's offline store left
+    out of its answer although they had data (kept here with nulls; expected 0).
+
+    The guarded service is fetched one view at a time, each with only the entity rows that
+    have a row of that view inside its TTL, because the file offline store silently drops
+    (or fails on) rows without one.
     """
     entities = _normalise_entity_df(entity_df)
     if entities.empty:
         raise DataValidationError("entity frame is empty: no customers to fetch features for")
     service = store.get_feature_service(contract.service_name)
+    projections = {p.name_to_use(): p for p in service.feature_view_projections}
     log.info("point-in-time join of %d entity rows x %d features (%s)",
              len(entities), len(contract.columns), contract.service_name)
-    fetched = store.get_historical_features(
-        entity_df=entities, features=service, full_feature_names=True
-    ).to_df()
-    fetched[TIMESTAMP_COLUMN] = pd.to_datetime(fetched[TIMESTAMP_COLUMN], utc=True)
-    absent = [c for c in contract.columns if c not in fetched.columns]
-    if absent:
-        raise DataValidationError(f"Feast returned no column(s) {absent} for service {contract.service_name!r}")
-    fetched = fetched[[JOIN_KEY, TIMESTAMP_COLUMN, *contract.columns]].drop_duplicates([JOIN_KEY, TIMESTAMP_COLUMN])
-    merged = entities.merge(fetched, on=[JOIN_KEY, TIMESTAMP_COLUMN], how="left", indicator=True)
-    dropped = int((merged.pop("_merge") == "left_only").sum())
-    merged = _cast_to_contract(merged, contract)
-
+    merged = entities.copy()
     missing: dict[str, int] = {}
-    for view in contract.views:
-        view_columns = [f.column for f in contract.features if f.view == view]
-        missing[view] = int(merged[view_columns].isna().all(axis=1).sum())
+    dropped = 0
+    for view_name in contract.views:
+        view_columns = [f.column for f in contract.features if f.view == view_name]
+        view = store.get_feature_view(projections[view_name].name)
+        has_data = _rows_with_data(view, entities)
+        missing[view_name] = int((~has_data).sum())
+        part = pd.DataFrame(columns=[JOIN_KEY, TIMESTAMP_COLUMN, *view_columns])
+        if has_data.any():
+            refs = [f"{view.name}:{f.name}" for f in contract.features if f.view == view_name]
+            fetched = store.get_historical_features(
+                entity_df=entities[has_data].reset_index(drop=True), features=refs, full_feature_names=True
+            ).to_df()
+            fetched[TIMESTAMP_COLUMN] = pd.to_datetime(fetched[TIMESTAMP_COLUMN], utc=True)
+            absent = [c for c in view_columns if c not in fetched.columns]
+            if absent:
+                raise DataValidationError(f"Feast returned no column(s) {absent} for view {view_name!r}")
+            part = fetched[[JOIN_KEY, TIMESTAMP_COLUMN, *view_columns]].drop_duplicates([JOIN_KEY, TIMESTAMP_COLUMN])
+            dropped += int(has_data.sum()) - len(part)
+        merged = merged.merge(part, on=[JOIN_KEY, TIMESTAMP_COLUMN], how="left")
+    merged = _cast_to_contract(merged[[JOIN_KEY, TIMESTAMP_COLUMN, *contract.columns]].copy(), contract)
+
     if dropped:
-        log.warning("Feast's offline store dropped %d of %d entity rows (kept here with null features)",
-                    dropped, len(entities))
-    for view, count in missing.items():
+        log.warning("Feast's offline store dropped %d entity rows that had data (kept with null features)", dropped)
+    for view_name, count in missing.items():
         if count:
-            log.warning("%d of %d customers have no %s row inside its TTL (null features kept)",
-                        count, len(entities), view)
+            log.warning("%d of %d entity rows have no %s row inside its TTL (null features kept)",
+                        count, len(entities), view_name)
     merged.attrs[MISSING_ROWS_ATTR] = missing
     merged.attrs[DROPPED_ROWS_ATTR] = dropped
     return merged
@@ -176,6 +216,7 @@ def build_point_in_time_features(store: Any, contract: FeatureContract, entity_d
 def opted_in_customers(store: Any, as_of: pd.Timestamp) -> np.ndarray:
     """Customers whose consent is valid at ``as_of`` per the consent view's latest row in its TTL."""
     view = find_view_by_role(store, "consent")
+    assert view is not None  # required=True raises instead of returning None
     status = read_view_as_of(view, as_of, ["opt_in", "consent_valid_from"])
     valid_from = pd.to_datetime(status["consent_valid_from"], utc=True)
     valid = status["opt_in"].fillna(False).astype(bool) & (valid_from.isna() | (valid_from <= as_of))
@@ -192,12 +233,17 @@ def suppressed_customers(store: Any, as_of: pd.Timestamp) -> np.ndarray:
 
 def _labels_as_of(store: Any, entities: pd.DataFrame) -> tuple[pd.Series, Any]:
     view = find_view_by_role(store, "labels")
+    assert view is not None  # required=True raises instead of returning None
     field = view.features[0].name
-    fetched = store.get_historical_features(
-        entity_df=entities, features=[f"{view.name}:{field}"], full_feature_names=True
-    ).to_df()
-    fetched[TIMESTAMP_COLUMN] = pd.to_datetime(fetched[TIMESTAMP_COLUMN], utc=True)
     column = f"{view.name}__{field}"
+    has_labels = _rows_with_data(view, entities)
+    fetched = pd.DataFrame(columns=[JOIN_KEY, TIMESTAMP_COLUMN, column])
+    if has_labels.any():
+        fetched = store.get_historical_features(
+            entity_df=entities[has_labels].reset_index(drop=True), features=[f"{view.name}:{field}"],
+            full_feature_names=True,
+        ).to_df()
+        fetched[TIMESTAMP_COLUMN] = pd.to_datetime(fetched[TIMESTAMP_COLUMN], utc=True)
     merged = entities.merge(fetched[[JOIN_KEY, TIMESTAMP_COLUMN, column]], on=[JOIN_KEY, TIMESTAMP_COLUMN], how="left")
     labels = merged[column].map(lambda v: sorted(str(s) for s in v) if v is not None and not _is_nan(v) else [])
     return labels, view

@@ -28,6 +28,9 @@ from spark_jobs.validation import validate_output, validate_raw
 log = logging.getLogger(__name__)
 
 FEATURE_TABLES = tuple(tf.FEATURE_SCHEMAS)
+# consent_status is validated before web_navigation, which is built from it, so a broken
+# consent history is reported where it is, not downstream.
+BUILD_ORDER = ("consent_status", *(t for t in FEATURE_TABLES if t != "consent_status"))
 # Event tables are read only as far back as the longest window needs.
 EVENT_TIME_COLUMNS = {"viewing_sessions": "start_ts", "mobile_usage": "usage_date", "navigation_events": "event_ts"}
 
@@ -102,6 +105,10 @@ def build_tables(spark: SparkSession, raw_dir: Path, grid: tf.SnapshotGrid) -> d
 def run(config: FeaturesConfig, spark: SparkSession | None = None) -> dict[str, Path]:
     """Build every feature table for every snapshot date; returns ``{table: dataset dir}``."""
     grid = config.grid()
+    if spark is None:
+        # Reuse a session someone else started (a notebook, the test suite) and leave it
+        # running; stop only the one started here.
+        spark = SparkSession.getActiveSession()
     owns_session = spark is None
     if spark is None:
         from spark_jobs.session import get_spark
@@ -117,7 +124,7 @@ def run(config: FeaturesConfig, spark: SparkSession | None = None) -> dict[str, 
     try:
         builders = build_tables(spark, Path(config.raw_dir), grid)
         with atomic_dir(out_dir) as tmp:
-            for table in (bar := tqdm(FEATURE_TABLES, desc="features", unit="table")):
+            for table in (bar := tqdm(BUILD_ORDER, desc="features", unit="table")):
                 bar.set_postfix_str(table)
                 started = time.perf_counter()
                 df = builders[table]().withColumn(tf.CREATED_TS, F.lit(created).cast("timestamp"))

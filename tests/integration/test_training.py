@@ -109,7 +109,7 @@ def test_promotion_if_better_compares_champion_on_the_candidates_test_pairs(
     first = train_into(synthetic_snapshot, tmp_path)
     assert first.promoted and "no champion" in first.promotion_reason
     # A barely trained model (one tiny epoch, minuscule learning rate) must not replace it.
-    worse = train_into(synthetic_snapshot, tmp_path, ["epochs=1", "learning_rate=1e-7",
+    worse = train_into(synthetic_snapshot, tmp_path, ["epochs=1", "learning_rate=1.0e-7",
                                                       "sampling.pairs_per_epoch=256", "seed=99"])
     assert not worse.promoted, worse.promotion_reason
     assert f"champion v{first.model_version} kept" in worse.promotion_reason
@@ -121,7 +121,7 @@ def test_promotion_if_better_compares_champion_on_the_candidates_test_pairs(
 
     never = train_into(synthetic_snapshot, tmp_path, ["tracking.promote=never"])
     assert not never.promoted
-    forced = train_into(synthetic_snapshot, tmp_path, ["epochs=1", "learning_rate=1e-7",
+    forced = train_into(synthetic_snapshot, tmp_path, ["epochs=1", "learning_rate=1.0e-7",
                                                        "sampling.pairs_per_epoch=256", "tracking.promote=always"])
     assert forced.promoted
     assert client.get_model_version_by_alias(name, "champion").version == forced.model_version

@@ -59,7 +59,7 @@ def test_fitted_baselines_recover_feature_segments_not_noise(model) -> None:  # 
     train, val, test = np.arange(300, 900), np.arange(0, 150), np.arange(150, 300)
     s_val = model.scores(x[train], y[train], x[val])
     s_test = model.scores(x[train], y[train], x[test])
-    assert s_test.shape == (150, 3) and 0 <= s_test.min() and s_test.max() <= 1
+    assert s_test.shape == (150, 3) and s_test.min() >= 0 and s_test.max() <= 1
     metrics = evaluate_scores(s_val, y[val], s_test, y[test])
     table = metrics.per_segment.set_index("segment")
     assert table.loc["a", "f1"] > table.loc["a", "prior_f1"] + 0.1

@@ -1,0 +1,185 @@
+"""``lookalike weekly``: snapshot, (re)train?, embed, index, assign, report -- all or nothing.
+
+Every step writes into a private staging directory under the workspace; the live outputs
+(``index/<version>``, ``segments/<date>``, ``reports/<date>`` and their ``current.json``
+pointers) are swapped in only after every step has succeeded. A failure at any step
+removes the staging directory and leaves last week's outputs byte-for-byte untouched.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shutil
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from index_builder.bundle import load_bundle, set_current
+from index_builder.config import AssignConfig, BuildConfig, EvaluateConfig, WeeklyConfig
+from lookalike.config import load_config
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class WeeklyResult:
+    run_date: str
+    model_version: str
+    index_dir: Path
+    segments_dir: Path
+    report_dir: Path | None
+    retrained: bool
+    steps: list[str] = field(default_factory=list)
+
+
+def _promote(staged: Path, final: Path) -> None:
+    """Rename ``staged`` onto ``final`` (old one moved aside first, then removed)."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    if final.exists():
+        trash = final.parent / f".{final.name}.old-{uuid.uuid4().hex[:8]}"
+        os.rename(final, trash)
+        os.rename(staged, final)
+        shutil.rmtree(trash, ignore_errors=True)
+    else:
+        os.rename(staged, final)
+
+
+def _retrain(config: WeeklyConfig, staging: Path, run_date: str) -> str:
+    """Training snapshot at the run date + a training run; returns the model ref to use:
+    the new version when the trainer promoted it, else the configured ref (champion)."""
+    from lookalike.snapshot import SnapshotConfig
+    from lookalike.snapshot import run as snapshot_run
+    from training.config import TrainConfig
+    from training.train import run as train_run
+
+    snapshot_dir = snapshot_run(load_config(SnapshotConfig, None, [
+        f"repo={config.repo}", f"label_date={run_date}", f"out={staging / 'snapshots'}"]))
+    from index_builder.tracking import default_artifact_location
+
+    overrides = [f"tracking.tracking_uri={config.model.tracking_uri}", f"tracking.model_name={config.model.name}"]
+    location = default_artifact_location(config.model.tracking_uri)
+    if location:
+        overrides.append(f"tracking.artifact_location={location}")
+    overrides += [*config.training_overrides, f"snapshot={snapshot_dir}"]
+    result = train_run(load_config(TrainConfig, config.training_config, overrides))
+    if result.promoted and result.model_version:
+        return str(result.model_version)
+    log.warning("retrained model v%s was not promoted (%s); indexing with %s", result.model_version,
+                result.promotion_reason, config.model.ref)
+    return config.model.ref
+
+
+def run(config: WeeklyConfig) -> WeeklyResult:
+    from index_builder import assign, build, evaluate
+    from index_builder.features import check_encoder_contract
+    from index_builder.population import load_population, parse_date
+    from lookalike.contract import load_contract
+    from lookalike.feast_utils import open_store
+    from training.artifact import load_registered_encoder
+
+    as_of = parse_date(config.date)
+    run_date = as_of.date().isoformat()
+    workspace = Path(config.workspace)
+    workspace.mkdir(parents=True, exist_ok=True)
+    staging = workspace / f".weekly-{run_date}-{uuid.uuid4().hex[:8]}"
+    staging.mkdir()
+    steps: list[str] = []
+    try:
+        model_ref = config.model.ref
+        if config.retrain:
+            model_ref = _retrain(config, staging, run_date)
+            steps.append(f"trained model v{model_ref}")
+        store = open_store(config.repo)
+        encoder, info = load_registered_encoder(config.model.tracking_uri, config.model.name, model_ref)
+        check_encoder_contract(encoder, load_contract(store, encoder.contract.service_name))
+        population = load_population(store, as_of, encoder.contract.service_name)
+        steps.append("snapshot: population and point-in-time features")
+        anchors = build.collect_anchors(store, population, encoder, config.batch_size)
+        steps.append(f"embedded {len(anchors.ids)} anchors")
+        build_config = BuildConfig(repo=config.repo, date=run_date, model=config.model, index=config.index,
+                                   assignment=config.assignment, output_root=staging / "index",
+                                   batch_size=config.batch_size, log_mlflow=False)
+        staged_index = build.run(build_config, population=population, encoder_and_info=(encoder, info),
+                                 anchors=anchors, set_as_current=False)
+        bundle = load_bundle(staged_index)
+        steps.append(f"index {bundle.index_version}")
+        assign_config = AssignConfig(repo=config.repo, date=run_date, model=config.model,
+                                     batch_size=config.batch_size)
+        staged_segments = assign.run(assign_config, population=population, encoder_and_info=(encoder, info),
+                                     bundle=bundle, output_dir=staging / "segments" / run_date,
+                                     set_as_current=False)
+        steps.append("assigned segments")
+        staged_report = None
+        if config.evaluate:
+            eval_config = EvaluateConfig(repo=config.repo, date=run_date, model=config.model,
+                                         baselines=list(config.baselines), log_mlflow=False,
+                                         segment_catalog=config.segment_catalog)
+            staged_report = evaluate.run(eval_config, population=population, encoder_and_info=(encoder, info),
+                                         bundle=bundle, anchors=anchors, segment_table_dir=staged_segments,
+                                         output_dir=staging / "reports" / run_date)
+            steps.append("evaluation report")
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        log.error("weekly run %s failed; last week's outputs are untouched", run_date)
+        raise
+    # every step succeeded: swap the outputs in, pointers last
+    index_dir = workspace / "index" / bundle.index_version
+    segments_dir = workspace / "segments" / run_date
+    report_dir = workspace / "reports" / run_date if staged_report is not None else None
+    _promote(staged_index, index_dir)
+    _promote(staged_segments, segments_dir)
+    if staged_report is not None and report_dir is not None:
+        _promote(staged_report, report_dir)
+    shutil.rmtree(staging, ignore_errors=True)
+    set_current(workspace / "index", bundle.index_version, model_version=info.version)
+    set_current(workspace / "segments", run_date, index_version=bundle.index_version)
+    if report_dir is not None:
+        set_current(workspace / "reports", run_date)
+    if config.log_mlflow:
+        _log(config, info, bundle, index_dir, report_dir, run_date)
+    log.info("weekly run %s done: %s", run_date, "; ".join(steps))
+    return WeeklyResult(run_date, info.version, index_dir, segments_dir, report_dir, config.retrain, steps)
+
+
+def _log(config: WeeklyConfig, info: Any, bundle: Any, index_dir: Path, report_dir: Path | None,
+         run_date: str) -> None:
+    import json
+
+    from index_builder.tracking import log_run
+    from lookalike.config import config_to_dict, flatten
+
+    metrics: dict[str, float] = {"recall_at_k": bundle.manifest.get("recall_at_k") or 0.0}
+    if report_dir is not None:
+        for row in json.loads((report_dir / "metrics.json").read_text())["methods"]:
+            metrics.update({f"{row['method']}.{k}": v for k, v in row.items() if k != "method"})
+    dirs = {"index_bundle": index_dir, **({"report": report_dir} if report_dir else {})}
+    log_run(config.model.tracking_uri, "lookalike-index", f"weekly-{run_date}",
+            tags={"stage": "weekly", "model_name": info.name, "model_version": info.version,
+                  "index_version": bundle.index_version, "run_date": run_date},
+            params=flatten(config_to_dict(config)), metrics=metrics, artifact_dirs=dirs)
+
+
+def add_cli(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", type=Path, default=Path("configs/weekly.yaml"))
+    parser.add_argument("--repo", type=Path)
+    parser.add_argument("--date", required=False)
+    parser.add_argument("--retrain", action="store_true", help="build a training snapshot and retrain first")
+    parser.add_argument("overrides", nargs="*", help="key=value config overrides")
+
+    def handler(args: argparse.Namespace) -> int:
+        overrides = list(args.overrides)
+        if args.repo:
+            overrides.append(f"repo={args.repo}")
+        if args.date:
+            overrides.append(f"date={args.date}")
+        if args.retrain:
+            overrides.append("retrain=true")
+        config_path = args.config if args.config and Path(args.config).is_file() else None
+        result = run(load_config(WeeklyConfig, config_path, overrides))
+        print(result.segments_dir)
+        return 0
+
+    parser.set_defaults(func=handler)

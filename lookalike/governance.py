@@ -1,0 +1,216 @@
+"""Governance review of the APPLIED Feast registry (``lookalike governance review``).
+
+Lists every feature view with its legal basis, owner, PII flag, domain, field count and
+the feature services that include it, then gives a verdict: PASS only if every model-input
+service (tag ``lookalike_role=model_input``) contains legitimate-interest views only (the
+same rule as the privacy guard, :func:`lookalike.contract.check_views_are_legitimate_interest`)
+and every field of those views has a valid ``encoding`` tag. Writes ``governance_review.md``
+and ``governance_review.json`` atomically; the CLI exits non-zero on FAIL.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lookalike.artifacts import atomic_write_text, utc_now, write_json
+from lookalike.config import load_config
+from lookalike.contract import (
+    ENCODING_TAG,
+    ENCODINGS,
+    LEGAL_BASIS_TAG,
+    ROLE_TAG,
+    check_views_are_legitimate_interest,
+)
+from lookalike.errors import PrivacyViolationError
+from lookalike.feast_utils import open_store
+
+GOVERNANCE_TAGS = (LEGAL_BASIS_TAG, "domain", "pii")
+
+
+@dataclass
+class GovernanceConfig:
+    repo: Path = Path("feature_repo")
+    # None: print only; else write governance_review.{md,json} into this directory.
+    out: Path | None = None
+
+
+@dataclass
+class ViewReview:
+    name: str
+    legal_basis: str
+    owner: str
+    pii: str
+    domain: str
+    role: str
+    online: bool
+    field_count: int
+    services: list[str]
+    missing_governance: list[str]
+    fields_without_description: list[str]
+    fields_without_encoding: list[str]
+
+
+@dataclass
+class ServiceReview:
+    name: str
+    version: str
+    role: str
+    views: list[str]
+    verdict: str
+    problems: list[str]
+
+
+@dataclass
+class GovernanceReport:
+    repo: str
+    project: str
+    reviewed_at: str
+    views: list[ViewReview]
+    services: list[ServiceReview]
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return not self.problems
+
+    @property
+    def verdict(self) -> str:
+        return "PASS" if self.passed else "FAIL"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "verdict": self.verdict}
+
+
+def _review_view(view: Any, services: list[str]) -> ViewReview:
+    tags = dict(view.tags or {})
+    return ViewReview(
+        name=view.name,
+        legal_basis=tags.get(LEGAL_BASIS_TAG, "MISSING"),
+        owner=view.owner or "MISSING",
+        pii=tags.get("pii", "MISSING"),
+        domain=tags.get("domain", "MISSING"),
+        role=tags.get(ROLE_TAG, ""),
+        online=bool(view.online),
+        field_count=len(view.features),
+        services=services,
+        missing_governance=[t for t in GOVERNANCE_TAGS if t not in tags]
+        + (["owner"] if not view.owner else []) + (["description"] if not view.description else []),
+        fields_without_description=[f.name for f in view.features if not f.description],
+        fields_without_encoding=[f.name for f in view.features
+                                 if (f.tags or {}).get(ENCODING_TAG) not in ENCODINGS],
+    )
+
+
+def review(store: Any, repo: str = "") -> GovernanceReport:
+    views = {v.name: v for v in store.list_feature_views()}
+    services = store.list_feature_services()
+    membership: dict[str, list[str]] = {name: [] for name in views}
+    for service in services:
+        for projection in service.feature_view_projections:
+            membership.setdefault(projection.name, []).append(service.name)
+
+    view_reviews = [_review_view(views[name], sorted(membership.get(name, []))) for name in sorted(views)]
+    by_name = {v.name: v for v in view_reviews}
+    problems: list[str] = []
+    for item in view_reviews:
+        if item.missing_governance:
+            problems.append(f"view {item.name}: missing governance metadata {item.missing_governance}")
+        if item.fields_without_description:
+            problems.append(f"view {item.name}: fields without description {item.fields_without_description}")
+
+    service_reviews = []
+    for service in sorted(services, key=lambda s: s.name):
+        tags = dict(service.tags or {})
+        names = [p.name for p in service.feature_view_projections]
+        service_problems: list[str] = []
+        if tags.get(ROLE_TAG) == "model_input":
+            try:
+                check_views_are_legitimate_interest(
+                    service.name, [(n, dict(views[n].tags or {}) if n in views else {}) for n in names]
+                )
+            except PrivacyViolationError as exc:
+                service_problems.append(str(exc))
+            for name in names:
+                missing = by_name[name].fields_without_encoding if name in by_name else ["<view not found>"]
+                if missing:
+                    service_problems.append(f"view {name}: model-input fields without a valid encoding tag {missing}")
+        problems += service_problems
+        service_reviews.append(ServiceReview(
+            name=service.name, version=str(tags.get("version", "")), role=tags.get(ROLE_TAG, ""),
+            views=names, verdict="FAIL" if service_problems else "PASS", problems=service_problems,
+        ))
+    if not any(s.role == "model_input" for s in service_reviews):
+        problems.append(f"no feature service is tagged {ROLE_TAG}=model_input")
+    return GovernanceReport(repo=repo, project=store.project, reviewed_at=utc_now(), views=view_reviews,
+                            services=service_reviews, problems=problems)
+
+
+def to_markdown(report: GovernanceReport) -> str:
+    lines = [
+        f"# Governance review — project `{report.project}`",
+        "",
+        f"Registry of `{report.repo}`, reviewed {report.reviewed_at}. **Verdict: {report.verdict}**",
+        "",
+        "## Feature views",
+        "",
+        "| view | legal basis | owner | PII | domain | role | online | fields | feature services |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for v in report.views:
+        lines.append(f"| `{v.name}` | {v.legal_basis} | {v.owner} | {v.pii} | {v.domain} | {v.role or '-'} | "
+                     f"{'yes' if v.online else 'no'} | {v.field_count} | {', '.join(v.services) or '-'} |")
+    lines += ["", "## Feature services", "", "| service | version | role | views | verdict |", "|---|---|---|---|---|"]
+    for s in report.services:
+        lines.append(f"| `{s.name}` | {s.version or '-'} | {s.role or '-'} | {', '.join(s.views)} | {s.verdict} |")
+    lines += ["", "## Problems", ""]
+    lines += [f"- {p}" for p in report.problems] or ["None: every model-input service holds legitimate-interest "
+                                                      "views only, and every field is described and encoded."]
+    return "\n".join(lines) + "\n"
+
+
+def _print_table(report: GovernanceReport) -> None:
+    header = f"{'view':22s} {'legal_basis':20s} {'pii':4s} {'domain':12s} {'fields':>6s}  services"
+    print(header)
+    print("-" * len(header))
+    for v in report.views:
+        print(f"{v.name:22s} {v.legal_basis:20s} {v.pii:4s} {v.domain:12s} {v.field_count:6d}  "
+              f"{', '.join(v.services) or '-'}")
+    for s in report.services:
+        print(f"service {s.name} (v{s.version or '?'}, role={s.role or '-'}): {s.verdict}")
+    for problem in report.problems:
+        print(f"  FAIL: {problem}")
+    print(f"verdict: {report.verdict}")
+
+
+def run(config: GovernanceConfig) -> GovernanceReport:
+    store = open_store(config.repo)
+    report = review(store, str(Path(config.repo).resolve()))
+    if config.out is not None:
+        out = Path(config.out)
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out / "governance_review.md", to_markdown(report))
+        write_json(out / "governance_review.json", report.to_dict())
+    return report
+
+
+def add_cli(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="governance_command", metavar="ACTION", required=True)
+    review_parser = sub.add_parser("review", help="review the applied registry; exit 1 on FAIL")
+    review_parser.add_argument("--repo", type=Path, default=None, help="applied Feast repo (default feature_repo)")
+    review_parser.add_argument("--out", type=Path, default=None, help="directory for governance_review.md/.json")
+    review_parser.add_argument("--json", action="store_true", help="print the JSON report instead of the table")
+
+    def main(args: argparse.Namespace) -> int:
+        overrides = [f"{k}={v}" for k, v in (("repo", args.repo), ("out", args.out)) if v is not None]
+        report = run(load_config(GovernanceConfig, None, overrides))
+        if args.json:
+            print(json.dumps(report.to_dict(), indent=2))
+        else:
+            _print_table(report)
+        return 0 if report.passed else 1
+
+    review_parser.set_defaults(func=main)
