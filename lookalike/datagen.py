@@ -21,7 +21,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -324,7 +323,7 @@ def _sample_categorical(rng: np.random.Generator, probs: np.ndarray, rows: np.nd
     cdf /= cdf[:, -1:]
     if rows is not None:
         cdf = cdf[rows]
-    u = rng.random(cdf.shape[0])[:, None]
+    u = rng.random((cdf.shape[0], 1))
     return np.minimum((u > cdf).sum(axis=1), probs.shape[1] - 1).astype(np.int8)
 
 

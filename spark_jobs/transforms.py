@@ -221,40 +221,50 @@ def profile(customers: DataFrame, grid: SnapshotGrid) -> DataFrame:
 
 
 def content_consumption(sessions: DataFrame, people: DataFrame, grid: SnapshotGrid) -> DataFrame:
-    """Viewing minutes, sessions, active days and genre/daypart/channel shares per window."""
-    day = F.to_date(F.col("start_ts")).alias("day")
-    daily_aggs = [F.sum("minutes").alias("m"), F.count(F.lit(1)).alias("n")]
-    daily_aggs += [F.sum(F.when(F.col("genre") == g, F.col("minutes"))).alias(f"g_{_slug(g)}") for g in GENRES]
-    daily_aggs += [F.sum(F.when(F.col("daypart") == d, F.col("minutes"))).alias(f"d_{_slug(d)}") for d in DAYPARTS]
-    daily_aggs += [F.sum(F.when(F.col("channel") == c, F.col("minutes"))).alias(f"c_{_slug(c)}") for c in CHANNELS]
-    # A customer-day is the unit of window membership, so pre-aggregate to it first.
-    daily = sessions.groupBy(KEY, day).agg(*daily_aggs)
-    daily = daily.withColumn("day_ts", F.col("day").cast("timestamp"))
-    exploded = explode_windows(daily, "day_ts", grid, max(WINDOWS_DAYS))
+    """Viewing minutes, sessions, active days and genre/daypart/channel shares per window.
 
-    def in_window(w: int, column: str) -> Column:
-        return F.sum(F.when(F.col(AGE_DAYS) <= w, F.col(column)))
+    One aggregation pass over (session, snapshot) rows, so Spark's map-side partial
+    aggregation shrinks the shuffle to about one row per customer and snapshot. Active days
+    are counted with a bitmask of window days (bit ``age_days - 1``; two longs cover 90
+    days) instead of a distinct count, which would need an extra shuffle.
+    """
+    rows = explode_windows(sessions, "start_ts", grid, max(WINDOWS_DAYS))
+    age = F.col(AGE_DAYS)
+    minutes = F.col("minutes").cast("double")
 
-    aggs: list[Column] = []
+    def in_window(w: int, value: Column) -> Column:
+        return F.sum(F.when(age <= w, value))
+
+    zero = F.lit(0).cast("long")
+    # F.shiftleft takes a literal shift; the SQL function takes a column.
+    day_bit_lo = F.expr(f"shiftleft(CAST(1 AS BIGINT), {AGE_DAYS} - 1)")
+    day_bit_hi = F.expr(f"shiftleft(CAST(1 AS BIGINT), {AGE_DAYS} - 64)")
+    aggs: list[Column] = [
+        F.bit_or(F.when(age <= 63, day_bit_lo).otherwise(zero)).alias("_lo"),
+        F.bit_or(F.when(age > 63, day_bit_hi).otherwise(zero)).alias("_hi"),
+    ]
     for w in WINDOWS_DAYS:
-        aggs += [in_window(w, "m").alias(f"_m{w}"), in_window(w, "n").alias(f"_n{w}"),
-                 F.sum(F.when(F.col(AGE_DAYS) <= w, F.lit(1))).alias(f"_days{w}")]
-        aggs += [in_window(w, f"g_{_slug(g)}").alias(f"_g{w}_{_slug(g)}") for g in GENRES]
-        aggs += [in_window(w, f"d_{_slug(d)}").alias(f"_d{w}_{_slug(d)}") for d in DAYPARTS]
-    aggs += [in_window(30, f"c_{_slug(c)}").alias(f"_c30_{_slug(c)}") for c in CHANNELS]
-    windowed = exploded.groupBy(KEY, SNAPSHOT_INDEX).agg(*aggs)
+        aggs += [in_window(w, minutes).alias(f"_m{w}"), in_window(w, F.lit(1)).alias(f"_n{w}")]
+        aggs += [in_window(w, F.when(F.col("genre") == g, minutes)).alias(f"_g{w}_{_slug(g)}") for g in GENRES]
+        aggs += [in_window(w, F.when(F.col("daypart") == d, minutes)).alias(f"_d{w}_{_slug(d)}") for d in DAYPARTS]
+    aggs += [in_window(30, F.when(F.col("channel") == c, minutes)).alias(f"_c30_{_slug(c)}") for c in CHANNELS]
+    windowed = rows.groupBy(KEY, SNAPSHOT_INDEX).agg(*aggs)
     joined = people.join(windowed, [KEY, SNAPSHOT_INDEX], "left")
     zero_cols = [c for c in joined.columns if c.startswith("_")]
     joined = _fill(joined, dict.fromkeys(zero_cols, 0))
 
+    def active_days(w: int) -> Column:
+        low = F.bit_count(F.col("_lo").bitwiseAND(F.lit((1 << min(w, 63)) - 1)))
+        return low + F.bit_count(F.col("_hi")) if w > 63 else low
+
     features: list[Column] = []
     for w in WINDOWS_DAYS:
-        minutes, count = F.col(f"_m{w}"), F.col(f"_n{w}")
-        features += [minutes.alias(f"minutes_{w}d"), count.alias(f"sessions_{w}d"),
-                     F.col(f"_days{w}").alias(f"active_days_{w}d"),
-                     _ratio(minutes, count).alias(f"avg_session_min_{w}d")]
-        features += [_ratio(F.col(f"_g{w}_{_slug(g)}"), minutes).alias(f"share_genre_{_slug(g)}_{w}d") for g in GENRES]
-        features += [_ratio(F.col(f"_d{w}_{_slug(d)}"), minutes).alias(f"share_daypart_{_slug(d)}_{w}d")
+        total, count = F.col(f"_m{w}"), F.col(f"_n{w}")
+        features += [total.alias(f"minutes_{w}d"), count.alias(f"sessions_{w}d"),
+                     active_days(w).alias(f"active_days_{w}d"),
+                     _ratio(total, count).alias(f"avg_session_min_{w}d")]
+        features += [_ratio(F.col(f"_g{w}_{_slug(g)}"), total).alias(f"share_genre_{_slug(g)}_{w}d") for g in GENRES]
+        features += [_ratio(F.col(f"_d{w}_{_slug(d)}"), total).alias(f"share_daypart_{_slug(d)}_{w}d")
                      for d in DAYPARTS]
     features += [_ratio(F.col(f"_c30_{_slug(c)}"), F.col("_m30")).alias(f"share_channel_{_slug(c)}_30d")
                  for c in CHANNELS]

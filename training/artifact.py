@@ -15,10 +15,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import mlflow
 import mlflow.pyfunc
 import numpy as np
 import pandas as pd
 import torch
+from mlflow.pyfunc import PythonModel
 
 from lookalike.contract import FeatureContract
 from lookalike.errors import ArtifactError
@@ -134,7 +136,7 @@ def embed_arrays(tower: Tower, dense: np.ndarray, categorical_index: np.ndarray,
     return out
 
 
-class EncoderPyfunc(mlflow.pyfunc.PythonModel):
+class EncoderPyfunc(PythonModel):
     """MLflow pyfunc wrapper: a DataFrame with contract columns in, embeddings out."""
 
     def load_context(self, context: Any) -> None:

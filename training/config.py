@@ -38,7 +38,7 @@ class SamplingConfig:
     # Candidate pairs drawn per batch = pool_factor * batch_size, then importance-resampled.
     pool_factor: int = 8
     # Share of each batch kept at the natural distribution (0 = fully bin-balanced, as published).
-    natural_fraction: float = 0.0
+    natural_fraction: float = 0.5
     batch_size: int = 1024
     pairs_per_epoch: int = 200_000
     validation_pairs: int = 20_000

@@ -28,7 +28,7 @@ def pair_metrics(prediction: torch.Tensor, target: torch.Tensor, bins: int) -> P
     target_bin = bin_index(target, bins)
     counts = torch.bincount(target_bin, minlength=bins)
     sums = torch.zeros(bins, dtype=torch.float64).index_add_(0, target_bin, error)
-    bin_mae = [float(s / c) if c > 0 else float("nan") for s, c in zip(sums.tolist(), counts.tolist())]
+    bin_mae = [float(s / c) if c > 0 else float("nan") for s, c in zip(sums.tolist(), counts.tolist(), strict=True)]
     return PairMetrics(
         mae=float(error.mean()) if error.numel() else float("nan"),
         bin_mae=bin_mae,

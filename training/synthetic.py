@@ -74,7 +74,7 @@ def synthetic_frame(n: int, seed: int = 0, n_segments: int = 20, personas: int =
     frame.loc[no_mobile, "mobile_roaming__roaming_days_90d"] = np.nan
     vocabulary = [f"S{i:02d}" for i in range(n_segments)]
     affinity = rng.dirichlet(np.full(n_segments, 0.3), personas)
-    segments = []
+    segments: list[list[str]] = []
     for i in range(n):
         if rng.random() < 0.02:
             segments.append([])

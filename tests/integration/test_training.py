@@ -102,15 +102,16 @@ def test_run_logs_params_metrics_artifacts_and_tags(trained_model: TrainedModel)
 
 
 # ------------------------------------------------------------------ promotion rules
+UNTRAINED = ["epochs=1", "learning_rate=1.0e-7", "sampling.pairs_per_epoch=256", "model.embedding_dim=2", "seed=99"]
+
 @pytest.mark.integration
 def test_promotion_if_better_compares_champion_on_the_candidates_test_pairs(
     synthetic_snapshot: Path, tmp_path: Path
 ) -> None:
     first = train_into(synthetic_snapshot, tmp_path)
     assert first.promoted and "no champion" in first.promotion_reason
-    # A barely trained model (one tiny epoch, minuscule learning rate) must not replace it.
-    worse = train_into(synthetic_snapshot, tmp_path, ["epochs=1", "learning_rate=1.0e-7",
-                                                      "sampling.pairs_per_epoch=256", "seed=99"])
+    # An untrained 2-d embedding (one tiny epoch, minuscule learning rate) must not replace it.
+    worse = train_into(synthetic_snapshot, tmp_path, UNTRAINED)
     assert not worse.promoted, worse.promotion_reason
     assert f"champion v{first.model_version} kept" in worse.promotion_reason
     client = MlflowClient(tracking_uri=first.tracking_uri)
@@ -121,8 +122,7 @@ def test_promotion_if_better_compares_champion_on_the_candidates_test_pairs(
 
     never = train_into(synthetic_snapshot, tmp_path, ["tracking.promote=never"])
     assert not never.promoted
-    forced = train_into(synthetic_snapshot, tmp_path, ["epochs=1", "learning_rate=1.0e-7",
-                                                       "sampling.pairs_per_epoch=256", "tracking.promote=always"])
+    forced = train_into(synthetic_snapshot, tmp_path, [*UNTRAINED, "tracking.promote=always"])
     assert forced.promoted
     assert client.get_model_version_by_alias(name, "champion").version == forced.model_version
 

@@ -10,8 +10,13 @@ from feast.type_map import python_values_to_proto_values
 from feast.value_type import ValueType
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from lookalike.redis_loader import build_hset_commands, encode_timestamps, encode_values, parse_connection_string
 from lookalike.errors import ConfigError
+from lookalike.redis_loader import (
+    build_hset_commands,
+    encode_timestamps,
+    encode_values,
+    parse_connection_string,
+)
 
 pytestmark = pytest.mark.unit
 UTC = dt.timezone.utc

@@ -80,6 +80,14 @@ def test_content_windows_are_half_open(spark: SparkSession) -> None:
     assert utc(one["event_timestamp"]) == SNAP_TS
 
 
+def test_active_days_count_distinct_days_across_the_whole_window(spark: SparkSession) -> None:
+    days_before = [1, 1, 2, 7, 8, 30, 31, 63, 64, 65, 89, 90]  # two sessions on day 1
+    sessions = sessions_df(spark, [(1, ts(d - 0.25), "news", 1.0) for d in days_before])
+    row = by_customer(tf.content_consumption(sessions, people_df(spark, [1], ONE), ONE))[1]
+    assert (row["active_days_7d"], row["active_days_30d"], row["active_days_90d"]) == (3, 5, 11)
+    assert (row["sessions_7d"], row["sessions_30d"], row["sessions_90d"]) == (4, 6, 12)
+
+
 def test_content_multi_snapshot_assigns_each_event_to_its_windows(spark: SparkSession) -> None:
     # 2026-11-10 12:00 is after the 11-08 snapshot, 4.5 days before 11-15 and 11.5 before 11-22.
     event = datetime(2026, 11, 10, 12, tzinfo=timezone.utc)
