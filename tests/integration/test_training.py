@@ -116,15 +116,15 @@ def test_promotion_if_better_compares_champion_on_the_candidates_test_pairs(
     assert f"champion v{first.model_version} kept" in worse.promotion_reason
     client = MlflowClient(tracking_uri=first.tracking_uri)
     name = first.model_name
-    assert client.get_model_version_by_alias(name, "champion").version == first.model_version
-    assert client.get_model_version_by_alias(name, "candidate").version == worse.model_version
+    assert str(client.get_model_version_by_alias(name, "champion").version) == first.model_version
+    assert str(client.get_model_version_by_alias(name, "candidate").version) == worse.model_version
     assert client.get_model_version(name, worse.model_version).tags["promotion"] == worse.promotion_reason
 
-    never = train_into(synthetic_snapshot, tmp_path, ["tracking.promote=never"])
-    assert not never.promoted
+    never = train_into(synthetic_snapshot, tmp_path, [*UNTRAINED, "tracking.promote=never"])
+    assert not never.promoted and "promote=never" in never.promotion_reason
     forced = train_into(synthetic_snapshot, tmp_path, [*UNTRAINED, "tracking.promote=always"])
     assert forced.promoted
-    assert client.get_model_version_by_alias(name, "champion").version == forced.model_version
+    assert str(client.get_model_version_by_alias(name, "champion").version) == forced.model_version
 
 
 @pytest.mark.integration
@@ -183,7 +183,7 @@ def _write(tmp_path: Path, frame: pd.DataFrame, contract: FeatureContract | None
 @pytest.mark.unit
 @pytest.mark.parametrize(("mutate", "message"), [
     (lambda f: f.head(0), "0 customer"),
-    (lambda f: f.head(20), "at least 100"),
+    (lambda f: f.head(20), "training needs at least 50"),
     (lambda f: f.drop(columns=["profile__plan"]), r"missing column\(s\) \['profile__plan'\]"),
     (lambda f: f.assign(web_navigation__nav_sessions_30d=1.0), "not in feature service"),
     (lambda f: f.assign(devices__n_devices=None), "entirely null"),
