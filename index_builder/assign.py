@@ -176,7 +176,7 @@ def run(config: AssignConfig, *, population: Any = None, encoder_and_info: Any =
 
 
 def add_cli(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", type=Path, default=None, help="YAML config (configs/index.yaml)")
+    parser.add_argument("--config", type=Path, default=None, help="YAML config with AssignConfig keys")
     parser.add_argument("--repo", type=Path)
     parser.add_argument("--date")
     parser.add_argument("--bundle", type=Path, help="index bundle (default: the current one)")

@@ -185,7 +185,8 @@ def run(config: BuildConfig, *, population: Any = None, encoder_and_info: Any = 
 
 
 def add_cli(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", type=Path, default=None, help="YAML config (configs/index.yaml)")
+    parser.add_argument("--config", type=Path, default=Path("configs/index.yaml"),
+                        help="YAML config (default configs/index.yaml when present)")
     parser.add_argument("--repo", type=Path, help="Feast repo (default feature_repo)")
     parser.add_argument("--date", help="run date YYYY-MM-DD")
     group = parser.add_mutually_exclusive_group()
@@ -201,7 +202,8 @@ def add_cli(parser: argparse.ArgumentParser) -> None:
             overrides.append(f"date={args.date}")
         if args.model_version or args.alias:
             overrides.append(f"model.ref={args.model_version or args.alias}")
-        config = load_config(BuildConfig, args.config, overrides)
+        config_path = args.config if args.config and Path(args.config).is_file() else None
+        config = load_config(BuildConfig, config_path, overrides)
         print(run(config))
         return 0
 

@@ -37,7 +37,8 @@ class SamplingConfig:
     natural_pairs: int = 200_000
     # Candidate pairs drawn per batch = pool_factor * batch_size, then importance-resampled.
     pool_factor: int = 8
-    # Share of each batch kept at the natural distribution (0 = fully bin-balanced, as published).
+    # Share of each batch kept at the natural distribution (0 = fully bin-balanced, as published;
+    # 0.5 measured better on both natural MAE and the kNN proxy).
     natural_fraction: float = 0.5
     batch_size: int = 1024
     pairs_per_epoch: int = 200_000
@@ -76,8 +77,8 @@ class TrainConfig:
     weight_decay: float = 1e-5
     # Pair target: a name in training.targets.TARGETS (cosine, jaccard, hamming).
     target: str = "cosine"
-    # Auxiliary multi-label segment head (BCE on the embedding); 0 = the published recipe.
-    aux_weight: float = 0.5
+    # Auxiliary multi-label segment head (BCE on the embedding); 0 disables it (as published).
+    aux_weight: float = 0.0
     # Early stopping monitor: val_mae (lower is better) or val_knn_micro_f1 (higher is better).
     monitor: str = "val_mae"
     knn_k: int = 10
