@@ -1,8 +1,11 @@
 """FAISS index construction and search for cosine similarity, CPU or GPU.
 
-Vectors are L2-normalised, so inner product equals cosine. Three index types:
+Vectors are L2-normalised, so inner product equals cosine. Index types:
 
-- ``flat``: exact ``IndexFlatIP`` (the default; maximum recall, what the thesis used);
+- ``auto`` (the default): exact ``flat`` below ``exact_below`` anchors (small weekly runs and
+  tests stay exact and instant), the tuned ``ivf`` above it (see :func:`tuned_ivf`, measured
+  by ``bench/bench_faiss.py`` and ``bench/bench_weekly.py``);
+- ``flat``: exact ``IndexFlatIP`` (maximum recall, what the thesis used);
 - ``ivf``: ``IndexIVFFlat`` (``nlist`` inverted lists, ``nprobe`` probed at search time);
 - ``hnsw``: ``IndexHNSWFlat`` (graph with ``hnsw_m`` links, ``ef_search`` at search time).
 
@@ -26,8 +29,9 @@ from lookalike.errors import ConfigError, DataValidationError
 
 log = logging.getLogger(__name__)
 
-IndexType = Literal["flat", "ivf", "hnsw"]
-INDEX_TYPES = ("flat", "ivf", "hnsw")
+IndexType = Literal["auto", "flat", "ivf", "hnsw"]
+INDEX_TYPES = ("auto", "flat", "ivf", "hnsw")
+QUANTIZERS = ("auto", "flat", "hnsw")
 DEVICES = ("auto", "cpu", "gpu")
 
 
@@ -35,14 +39,18 @@ DEVICES = ("auto", "cpu", "gpu")
 class IndexParams:
     """How the anchor index is built and searched."""
 
-    type: str = "flat"
-    # IVF: nlist=0 picks ~4*sqrt(n) lists; nprobe lists are scanned per query.
+    type: str = "auto"
+    # auto: exact flat index below this many anchors, the tuned IVF from this size up
+    exact_below: int = 50_000
+    # IVF: nlist=0 / nprobe=0 take the tuned values for the anchor count (tuned_ivf)
     nlist: int = 0
-    nprobe: int = 16
-    # IVF coarse quantizer: flat (exact) or hnsw (graph; cheaper with many lists/queries)
-    quantizer: str = "flat"
-    # IVF k-means training points: 0 = min(n, 64 * nlist) (more barely moves recall, costs time)
+    nprobe: int = 0
+    # IVF coarse quantizer: flat (exact), hnsw (graph; cheaper with many lists/queries),
+    # auto (hnsw from 4096 lists up)
+    quantizer: str = "auto"
+    # IVF k-means training points: 0 = min(n, 32 * nlist, 65536) (more barely moves recall, costs time)
     train_sample: int = 0
+    kmeans_iterations: int = 10
     # HNSW: links per node, and candidate-list sizes at build and search time.
     hnsw_m: int = 32
     ef_construction: int = 80
@@ -59,13 +67,20 @@ class IndexParams:
             raise ConfigError(f"index.type must be one of {INDEX_TYPES}, got {self.type!r}")
         if self.device not in DEVICES:
             raise ConfigError(f"index.device must be one of {DEVICES}, got {self.device!r}")
-        if self.quantizer not in ("flat", "hnsw"):
-            raise ConfigError(f"index.quantizer must be flat or hnsw, got {self.quantizer!r}")
-        for name in ("nprobe", "hnsw_m", "ef_construction", "ef_search"):
+        if self.quantizer not in QUANTIZERS:
+            raise ConfigError(f"index.quantizer must be one of {QUANTIZERS}, got {self.quantizer!r}")
+        for name in ("hnsw_m", "ef_construction", "ef_search", "kmeans_iterations"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"index.{name} must be >= 1, got {getattr(self, name)}")
-        if self.nlist < 0 or self.recall_sample < 0:
-            raise ConfigError("index.nlist and index.recall_sample must be >= 0")
+        for name in ("nlist", "nprobe", "recall_sample", "exact_below", "train_sample"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"index.{name} must be >= 0, got {getattr(self, name)}")
+
+    def resolved_type(self, n: int) -> str:
+        """The concrete index type for ``n`` anchors (``auto`` picks flat or ivf)."""
+        if self.type != "auto":
+            return self.type
+        return "flat" if n < self.exact_below else "ivf"
 
 
 @dataclass
@@ -138,20 +153,62 @@ def default_nlist(n: int) -> int:
     return int(max(1, min(n // 39, round(4 * np.sqrt(max(n, 1))))))
 
 
+# Tuned on 2 CPU cores (bench/README.md, 2026-11-25): up to ~300k anchors, lists of ~200
+# vectors probed 4 at a time keep recall@10 >= 0.99 with the k-means still cheap; at a
+# million anchors the 2M-query weekly search dominates, so lists shrink to ~60-120 vectors
+# behind an HNSW coarse quantizer (a flat one costs n_queries x nlist dot products).
+LARGE_IVF_FROM = 300_000
+
+
+# k-means cost is sample x nlist x dim per iteration; past ~64k points the centroids barely
+# improve recall at the tuned nprobe while training takes tens of seconds on 2 cores
+MAX_AUTO_TRAIN_SAMPLE = 65_536
+
+
+def _power_of_two(value: float) -> int:
+    return int(2 ** max(0, round(np.log2(max(value, 1.0)))))
+
+
+def tuned_ivf(n: int) -> tuple[int, int, str]:
+    """``(nlist, nprobe, quantizer)`` measured to be fastest at the recall targets for ``n``."""
+    if n < LARGE_IVF_FROM:
+        nlist = max(1, min(_power_of_two(n / 200), 2048))
+        return nlist, min(4, nlist), "flat"
+    return min(_power_of_two(n / 64), 16384), 24, "hnsw"
+
+
+def _ivf_settings(params: IndexParams, n: int) -> tuple[int, int, str]:
+    nlist, nprobe, quantizer = tuned_ivf(n)
+    if params.nlist:
+        nlist = params.nlist
+    nlist = max(1, min(nlist, n))
+    if params.nprobe:
+        nprobe = params.nprobe
+    if params.quantizer != "auto":
+        quantizer = params.quantizer
+    elif params.nlist:
+        quantizer = "hnsw" if nlist >= 4096 else "flat"
+    return nlist, min(nprobe, nlist), quantizer
+
+
 def _make_cpu_index(dim: int, params: IndexParams, n: int) -> tuple[Any, dict[str, Any]]:
-    if params.type == "flat":
+    kind = params.resolved_type(n)
+    if kind == "flat":
         return faiss.IndexFlatIP(dim), {}
-    if params.type == "ivf":
-        nlist = params.nlist or default_nlist(n)
-        nlist = max(1, min(nlist, n))
+    if kind == "ivf":
+        nlist, nprobe, quantizer_kind = _ivf_settings(params, n)
         quantizer: Any = faiss.IndexFlatIP(dim)
-        if params.quantizer == "hnsw":
+        if quantizer_kind == "hnsw":
             quantizer = faiss.IndexHNSWFlat(dim, 32, faiss.METRIC_INNER_PRODUCT)
-            quantizer.hnsw.efSearch = max(64, 2 * params.nprobe)
+            quantizer.hnsw.efConstruction = 40
+            quantizer.hnsw.efSearch = max(64, 2 * nprobe)
         index = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
         index.cp.seed = params.seed
-        index.nprobe = min(params.nprobe, nlist)
-        return index, {"nlist": nlist, "nprobe": int(index.nprobe), "quantizer": params.quantizer}
+        index.cp.niter = params.kmeans_iterations
+        # the sample size is chosen by _training_sample; stop faiss from subsampling again
+        index.cp.max_points_per_centroid = max(1, n // nlist + 1)
+        index.nprobe = nprobe
+        return index, {"nlist": nlist, "nprobe": nprobe, "quantizer": quantizer_kind}
     graph: Any = faiss.IndexHNSWFlat(dim, params.hnsw_m, faiss.METRIC_INNER_PRODUCT)
     graph.hnsw.efConstruction = params.ef_construction
     graph.hnsw.efSearch = params.ef_search
@@ -160,7 +217,7 @@ def _make_cpu_index(dim: int, params: IndexParams, n: int) -> tuple[Any, dict[st
 
 
 def _training_sample(data: np.ndarray, params: IndexParams, nlist: int) -> np.ndarray:
-    size = params.train_sample or 64 * nlist
+    size = params.train_sample or min(32 * nlist, MAX_AUTO_TRAIN_SAMPLE)
     if size >= len(data):
         return data
     rows = np.random.default_rng(params.seed).choice(len(data), size=size, replace=False)
@@ -180,13 +237,14 @@ def build_index(vectors: np.ndarray, params: IndexParams, recall_k: int = 10) ->
         raise DataValidationError("cannot build an index over zero anchors")
     set_threads(params.threads)
     device, fallback = resolve_device(params.device)
+    kind = params.resolved_type(n)
     start = time.perf_counter()
     cpu_index, info = _make_cpu_index(dim, params, n)
     search_index = None
-    if device == "gpu" and params.type != "hnsw":  # faiss has no GPU HNSW; CPU graph instead
+    if device == "gpu" and kind != "hnsw":  # faiss has no GPU HNSW; CPU graph instead
         try:
             gpu_index = _to_gpu(cpu_index)
-            if params.type == "ivf":
+            if kind == "ivf":
                 gpu_index.train(_training_sample(data, params, int(cpu_index.nlist)))
             gpu_index.add(data)
             cpu_index = faiss.index_gpu_to_cpu(gpu_index)
@@ -198,21 +256,23 @@ def build_index(vectors: np.ndarray, params: IndexParams, recall_k: int = 10) ->
     elif device == "gpu":
         device, fallback = "cpu", "hnsw has no GPU implementation in faiss"
     if search_index is None:
-        if params.type == "ivf":
+        if kind == "ivf":
             cpu_index.train(_training_sample(data, params, int(cpu_index.nlist)))
         cpu_index.add(data)
     built = BuiltIndex(
-        index=cpu_index, index_type=params.type, device=device, dim=dim, ntotal=n,
+        index=cpu_index, index_type=kind, device=device, dim=dim, ntotal=n,
         build_seconds=time.perf_counter() - start, params=info, fallback_reason=fallback,
         search_index=search_index,
     )
-    if params.type != "flat" and params.recall_sample > 0:
+    if params.type == "auto":
+        built.params["selected_by"] = f"auto (exact below {params.exact_below} anchors)"
+    if kind != "flat" and params.recall_sample > 0:
         built.recall_at_k = measure_recall(built.searcher(), data, recall_k, params.recall_sample,
                                            params.seed)
         built.recall_k = recall_k
-        log.info("%s index recall@%d vs exact on %d queries: %.4f", params.type, recall_k,
+        log.info("%s index recall@%d vs exact on %d queries: %.4f", kind, recall_k,
                  min(params.recall_sample, n), built.recall_at_k)
-    elif params.type == "flat":
+    elif kind == "flat":
         built.recall_at_k, built.recall_k = 1.0, recall_k
     return built
 
@@ -225,9 +285,7 @@ def measure_recall(index: Any, data: np.ndarray, k: int, sample: int, seed: int 
     rows = rng.choice(n, size=min(sample, n), replace=False)
     queries = data[rows]
     _, approx = index.search(queries, k)
-    exact = faiss.IndexFlatIP(data.shape[1])
-    exact.add(data)
-    _, truth = exact.search(queries, k)
+    _, truth = faiss.knn(queries, data, k, metric=faiss.METRIC_INNER_PRODUCT)
     return recall_between(approx, truth)
 
 

@@ -16,7 +16,13 @@ from typing import Any
 
 from lookalike.config import load_config
 from lookalike.errors import ConfigError
-from lookalike.settings import CHAMPION_ALIAS, DEFAULT_TRACKING_URI, ENV_TRACKING_URI, REGISTERED_MODEL_NAME
+from lookalike.settings import (
+    CHAMPION_ALIAS,
+    DEFAULT_TRACKING_URI,
+    ENV_REDIS_URL,
+    ENV_TRACKING_URI,
+    REGISTERED_MODEL_NAME,
+)
 
 ENV_CONFIG_FILE = "LOOKALIKE_SERVING_CONFIG"
 ENV_API_TOKEN = "LOOKALIKE_API_TOKEN"
@@ -32,6 +38,8 @@ ENV_FIELDS: dict[str, str] = {
     ENV_API_TOKEN: "api_token",
     "LOOKALIKE_MAX_IDS_PER_REQUEST": "max_ids_per_request",
     "LOOKALIKE_K": "k",
+    "LOOKALIKE_ONLINE_STORE": "online_store",
+    ENV_REDIS_URL: "redis_connection",
 }
 
 
@@ -41,8 +49,10 @@ class ExpandConfig:
 
     # A seed with fewer customers found in the online store is refused (422): its centroid is noise.
     min_seed_matched: int = 5
-    # 1 - cosine(seed centroid, population centroid); below this the seed looks like everyone.
-    min_distinctiveness: float = 0.02
+    # How many times farther the seed centroid lies from the population centroid than the
+    # centroid of a random seed of the same size would (squared distance ratio; random ~ 1).
+    # A fixed cut on 1 - cosine would pass any small random seed and fail any large one.
+    min_distinctiveness: float = 3.0
     max_target_size: int = 100_000
     # Neighbours fetched per seed member before merging; bounds the work per request.
     neighbours_per_seed: int = 200
@@ -56,6 +66,11 @@ class ExpandConfig:
 @dataclass
 class ServingConfig:
     feature_repo: Path = Path("feature_repo")
+    # None: the online store of the repo's feature_store.yaml. "redis" serves a repo applied
+    # with SQLite from Redis (lookalike.feast_utils.open_store_with_online), same registry.
+    online_store: str | None = None
+    # Feast format host:port[,db=N]; only with online_store=redis.
+    redis_connection: str | None = None
     tracking_uri: str = DEFAULT_TRACKING_URI
     model_name: str = REGISTERED_MODEL_NAME
     model_alias: str = CHAMPION_ALIAS
@@ -78,6 +93,8 @@ class ServingConfig:
             raise ConfigError("max_ids_per_request must be >= 1")
         if self.k is not None and self.k < 1:
             raise ConfigError("k must be >= 1")
+        if self.online_store not in (None, "sqlite", "redis"):
+            raise ConfigError(f"online_store must be sqlite or redis, got {self.online_store!r}")
         if self.api_token is not None and not self.api_token.strip():
             self.api_token = None
 
@@ -85,6 +102,7 @@ class ServingConfig:
         """Settings safe to log or return: the token is reported as set/unset only."""
         return {
             "feature_repo": str(self.feature_repo),
+            "online_store": self.online_store or "repo default",
             "tracking_uri": self.tracking_uri,
             "model_name": self.model_name,
             "model_alias": self.model_alias,

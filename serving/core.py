@@ -59,6 +59,8 @@ class Population:
     opt_in: np.ndarray  # bool (n,)
     centroid: np.ndarray  # float32 (dim,), L2-normalised mean embedding
     mean_similarity: float  # mean pairwise cosine of the population (baseline for seeds)
+    mean: np.ndarray  # float64 (dim,), unnormalised mean embedding
+    variance: float  # mean squared distance of an embedding from ``mean``
     row_of: dict[int, int] = field(repr=False)
 
 
@@ -68,6 +70,21 @@ class ExpandResult:
     population: str
     population_size: int
     customers: list[Lookalike]
+
+
+def seed_distinctiveness(seed: np.ndarray, population_mean: np.ndarray, population_variance: float,
+                         population_size: int) -> float:
+    """||seed mean - population mean||^2 over its expectation for a random seed of that size.
+
+    A simple random sample of ``m`` out of ``N`` has E||mean - mu||^2 = var / m * (N - m) / (N - 1),
+    so a random seed scores ~1 whatever its size and a real audience scores well above.
+    """
+    m = seed.shape[0]
+    if m == 0 or m >= population_size or population_variance <= 0:
+        return 0.0
+    diff = seed.mean(axis=0, dtype=np.float64) - population_mean
+    expected = population_variance / m * (population_size - m) / (population_size - 1)
+    return float(diff @ diff / expected)
 
 
 def _mean_pairwise_cosine(embeddings: np.ndarray) -> tuple[np.ndarray, float]:
@@ -131,18 +148,26 @@ class LookalikeRuntime:
     @classmethod
     def load(cls, config: ServingConfig) -> LookalikeRuntime:
         """Load champion model, its index bundle and the store; refuse any inconsistency."""
-        from lookalike.online import OnlineFeatureReader
+        import mlflow
 
         from index_builder.bundle import load_bundle
         from lookalike.contract import load_contract
-        from lookalike.feast_utils import open_store
+        from lookalike.feast_utils import open_store, open_store_with_online
+        from lookalike.online import OnlineFeatureReader
         from training.artifact import load_registered_encoder
 
         started = time.perf_counter()
         repo = Path(config.feature_repo)
         if not (repo / "feature_store.yaml").is_file():
             raise ConfigError(f"feature repo {repo} has no feature_store.yaml (LOOKALIKE_FEATURE_REPO)")
-        store = open_store(repo)
+        if config.online_store:
+            store = open_store_with_online(repo, config.online_store, config.redis_connection)
+        else:
+            store = open_store(repo)
+        # MLflow resolves ``models:/`` downloads through the process-wide registry URI, not the
+        # client's: point it at the configured store or a YAML-only config reads ./mlflow.db.
+        mlflow.set_tracking_uri(config.tracking_uri)
+        mlflow.set_registry_uri(config.tracking_uri)
         encoder, info = load_registered_encoder(config.tracking_uri, config.model_name, config.model_alias)
         bundle_dir = resolve_bundle_dir(config, str(info.version))
         bundle = load_bundle(bundle_dir)
@@ -303,9 +328,12 @@ class LookalikeRuntime:
         ids_all = np.concatenate(ids_parts)
         embeddings = np.ascontiguousarray(np.concatenate(emb_parts), dtype=np.float32)
         centroid, mean_sim = _mean_pairwise_cosine(embeddings)
+        mean = embeddings.mean(axis=0, dtype=np.float64)
+        variance = float(np.einsum("ij,ij->i", embeddings, embeddings).mean() - mean @ mean)
         return Population(
             ids=ids_all, embeddings=embeddings, opt_in=np.concatenate(opt_parts), centroid=centroid,
-            mean_similarity=mean_sim, row_of={int(c): i for i, c in enumerate(ids_all)},
+            mean_similarity=mean_sim, mean=mean, variance=variance,
+            row_of={int(c): i for i, c in enumerate(ids_all)},
         )
 
     def seed_ids_for_segment(self, segment: str) -> list[int]:
@@ -343,17 +371,18 @@ class LookalikeRuntime:
             )
         seed_emb = pop.embeddings[rows]
         seed_centroid, intra = _mean_pairwise_cosine(seed_emb)
-        distinctiveness = float(1.0 - float(seed_centroid @ pop.centroid))
+        distinctiveness = seed_distinctiveness(seed_emb, pop.mean, pop.variance, len(pop.ids))
         diagnostics = SeedDiagnostics(
             requested=len(requested), matched=matched, unknown=int((~found).sum()),
-            suppressed=int(suppressed.sum()), distinctiveness=round(distinctiveness, 6),
+            suppressed=int(suppressed.sum()), distinctiveness=round(distinctiveness, 4),
+            centroid_distance=round(float(1.0 - float(seed_centroid @ pop.centroid)), 6),
             mean_intra_seed_similarity=round(intra, 6),
             population_mean_similarity=round(pop.mean_similarity, 6),
         )
         if distinctiveness < cfg.min_distinctiveness:
             raise SeedRejectedError(
-                f"seed too generic: distinctiveness {distinctiveness:.4f} below "
-                f"{cfg.min_distinctiveness} (its centroid is almost the population's)"
+                f"seed too generic: distinctiveness {distinctiveness:.2f} below {cfg.min_distinctiveness} "
+                "(its centroid is no farther from the population's than a random seed of the same size)"
             )
         scores = pop.embeddings @ seed_centroid
         eligible = np.ones(len(pop.ids), dtype=bool)

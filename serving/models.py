@@ -101,8 +101,11 @@ class SeedDiagnostics(BaseModel):
     matched: int
     unknown: int
     suppressed: int
-    # 1 - cosine(seed centroid, population centroid): 0 means the seed looks like everyone.
+    # Squared distance of the seed centroid from the population centroid, relative to what a
+    # random seed of the same size gives (~1): the seed is only as distinctive as it is unlike chance.
     distinctiveness: float
+    # 1 - cosine(seed centroid, population centroid): raw, shrinks as the seed grows.
+    centroid_distance: float
     mean_intra_seed_similarity: float
     population_mean_similarity: float
 

@@ -23,7 +23,7 @@ from training.config import TrainConfig
 from training.evaluation import embedding_pair_metrics
 from training.sampling import n_bins
 from training.spectrogram import plot_spectrogram
-from training.train import EpochRecord, FitResult, TrainResult, fit
+from training.train import EpochRecord, FitResult, TrainResult, fit, load_checked_snapshot
 
 log = logging.getLogger(__name__)
 PIP_REQUIREMENTS = ["torch", "numpy", "pandas", "pyarrow", "mlflow", "lookalike"]
@@ -77,6 +77,8 @@ def _champion_decision(
 
 def track_training(config: TrainConfig) -> TrainResult:
     tracking = config.tracking
+    # Bad input and privacy violations fail before an MLflow run is opened.
+    snapshot = load_checked_snapshot(config)
     mlflow.set_tracking_uri(tracking.tracking_uri)
     mlflow.set_registry_uri(tracking.tracking_uri)
     client = MlflowClient(tracking_uri=tracking.tracking_uri, registry_uri=tracking.tracking_uri)
@@ -94,8 +96,7 @@ def track_training(config: TrainConfig) -> TrainResult:
         def on_epoch(record: EpochRecord) -> None:
             mlflow.log_metrics(_finite(record.metrics()), step=record.epoch)
 
-        result = fit(config, on_epoch=on_epoch)
-        snapshot = result.snapshot
+        result = fit(config, on_epoch=on_epoch, snapshot=snapshot)
         contract = snapshot.contract
         tags = {
             "feature_service": contract.service_name,

@@ -107,17 +107,26 @@ def _knn_queries(split: SplitData, limit: int, generator: torch.Generator) -> np
     return np.sort(torch.randperm(n, generator=generator)[:limit].numpy())
 
 
-def fit(config: TrainConfig, on_epoch: Callable[[EpochRecord], None] | None = None) -> FitResult:
+def load_checked_snapshot(config: TrainConfig) -> Snapshot:
+    """The validated snapshot, after the privacy guard when a Feast repo is configured."""
+    if config.snapshot is None:
+        raise ConfigError("no snapshot given (snapshot=... or --snapshot DIR)")
+    snapshot = load_snapshot(config.snapshot, config.min_customers)
+    if config.repo is not None:
+        guard_against_repo(config.repo, snapshot.contract)
+    return snapshot
+
+
+def fit(
+    config: TrainConfig, on_epoch: Callable[[EpochRecord], None] | None = None, snapshot: Snapshot | None = None
+) -> FitResult:
     """Train on ``config.snapshot``; deterministic for a given seed and thread count."""
     import time
 
     started = time.perf_counter()
-    if config.snapshot is None:
-        raise ConfigError("no snapshot given (snapshot=... or --snapshot DIR)")
     torch.set_num_threads(max(1, config.threads))
-    snapshot = load_snapshot(config.snapshot, config.min_customers)
-    if config.repo is not None:
-        guard_against_repo(config.repo, snapshot.contract)
+    if snapshot is None:
+        snapshot = load_checked_snapshot(config)
     target_fn = get_target(config.target)
     bins = n_bins(config.sampling.bin_width)
 

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,26 +22,42 @@ import httpx
 import pytest
 
 from tests.conftest import REPO_ROOT, free_port
+from tests.fixtures.data import RUN_DATE
+from tests.fixtures.feast import apply_repo
 from tests.integration.test_serving_inprocess import EXAMPLE_REQUEST, TOKEN, UNKNOWN_ID, serving_env
 
 BENTOML = Path(sys.executable).with_name("bentoml")
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
-def _redis_backed(repo: Path, redis_server: Any) -> bool:
-    text = (repo / "feature_store.yaml").read_text()
-    return "redis" in text and str(redis_server.port) in text
+# A Redis database of its own: other tests write synthetic rows into other dbs of the same server.
+REDIS_DB = 6
+# Redis runs without persistence in tests: after a restart the features are loaded again
+# from this date on (a production Redis keeps them across restarts).
+RELOAD_START_DATE = "2026-11-01"
+
+
+def materialize_into_redis(repo: Path, start_date: str | None = None) -> int:
+    from lookalike.materialize import MaterializeConfig, run
+
+    return run(MaterializeConfig(repo=repo, end_date=RUN_DATE, start_date=start_date)).rows
 
 
 @pytest.fixture(scope="module")
-def server(trained_model: Any, index_bundle_dir: Path, materialized_repo_dir: Path, redis_server: Any,
+def redis_repo_dir(feature_tables_dir: Path, redis_server: Any, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The fixture feature tables applied with a Redis online store and materialized into it."""
+    repo = apply_repo(tmp_path_factory.mktemp("serving_redis") / "feature_repo", feature_tables_dir,
+                      online="redis", redis_connection=f"{redis_server.connection_string},db={REDIS_DB}")
+    assert materialize_into_redis(repo) > 0
+    return repo
+
+
+@pytest.fixture(scope="module")
+def server(trained_model: Any, index_bundle_dir: Path, redis_repo_dir: Path, redis_server: Any,
            tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    assert _redis_backed(materialized_repo_dir, redis_server), (
-        "materialized_repo_dir must use the session redis_server online store"
-    )
     port = free_port()
     log_path = tmp_path_factory.mktemp("bentoml") / "server.log"
-    env = {**os.environ, **serving_env(trained_model, index_bundle_dir, materialized_repo_dir),
+    env = {**os.environ, **serving_env(trained_model, index_bundle_dir, redis_repo_dir),
            "BENTOML_DO_NOT_TRACK": "True", "BENTOML_HOME": str(log_path.parent / "home")}
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
@@ -85,6 +102,12 @@ def _population(url: str) -> dict[str, Any]:
     return by_status
 
 
+def results_of(url: str, ids: list[int]) -> list[dict[str, Any]]:
+    response = httpx.post(f"{url}/assign", json={"customer_ids": ids}, headers=AUTH, timeout=60)
+    assert response.status_code == 200, response.text
+    return list(response.json()["results"])
+
+
 @pytest.mark.e2e
 def test_endpoints_auth_and_statuses(server: str) -> None:
     assert httpx.get(f"{server}/healthz").status_code == 200
@@ -110,28 +133,42 @@ def test_endpoints_auth_and_statuses(server: str) -> None:
     too_many = httpx.post(f"{server}/assign", json={"customer_ids": list(range(2000))}, headers=AUTH)
     assert too_many.status_code == 422 and "maximum" in too_many.json()["error"]
 
-    expand = httpx.post(f"{server}/expand", json={"seed_customer_ids": groups["lookalike"][:30], "target_size": 10},
-                        headers=AUTH, timeout=60)
-    assert expand.status_code in (200, 422), expand.text
-    if expand.status_code == 200:
-        assert len(expand.json()["customers"]) == 10
+    # Seed by segment: the segments the opt-in customers hold, most common first; a large
+    # segment may still be refused as too generic for this model, never for another reason.
+    held = Counter(s["segment"] for r in results_of(server, groups["opt_in"]) for s in r["segments"])
+    refused = []
+    for segment, _ in held.most_common(5):
+        expand = httpx.post(f"{server}/expand", json={**example["expand"], "seed_segment": segment,
+                                                       "target_size": 10}, headers=AUTH, timeout=60)
+        if expand.status_code != 422:
+            break
+        refused.append(expand.json()["error"])
+    assert all("too generic" in message for message in refused), refused
+    assert expand.status_code == 200, (expand.text, refused)
+    lookalikes = [c["customer_id"] for c in expand.json()["customers"]]
+    assert len(lookalikes) == 10
+    assert not set(lookalikes) & set(groups["opt_in"])  # default population: non opt-in only
     tiny = httpx.post(f"{server}/expand", json={"seed_customer_ids": [UNKNOWN_ID]}, headers=AUTH)
     assert tiny.status_code == 422 and "too small" in tiny.json()["error"]
 
 
 @pytest.mark.e2e
-def test_redis_outage_gives_503_then_recovers(server: str, redis_server: Any) -> None:
-    body = {"customer_ids": [1, 2, 3]}
+def test_redis_outage_gives_503_then_recovers(server: str, redis_server: Any, redis_repo_dir: Path) -> None:
+    known = _population(server)["lookalike"][:3]
+    body = {"customer_ids": known}
     assert httpx.post(f"{server}/assign", json=body, headers=AUTH, timeout=30).status_code == 200
     redis_server.stop()
     try:
         down = httpx.post(f"{server}/assign", json=body, headers=AUTH, timeout=60)
         assert down.status_code == 503, down.text
         assert "online feature store unavailable" in down.json()["error"]
+        assert str(redis_server.port) not in down.text  # no connection details leak out
         assert httpx.get(f"{server}/readyz", timeout=30).status_code == 503
         assert httpx.get(f"{server}/healthz", timeout=10).status_code == 200
     finally:
         redis_server.start()
+        materialize_into_redis(redis_repo_dir, start_date=RELOAD_START_DATE)
+    # Same server process, no restart: the next requests reconnect on their own.
     deadline = time.time() + 30
     while time.time() < deadline:
         response = httpx.post(f"{server}/assign", json=body, headers=AUTH, timeout=30)
@@ -139,6 +176,9 @@ def test_redis_outage_gives_503_then_recovers(server: str, redis_server: Any) ->
             break
         time.sleep(0.5)
     assert response.status_code == 200, response.text
+    results = response.json()["results"]
+    assert [r["status"] for r in results] == ["ok"] * len(known)
+    assert all(r["source"] == "lookalike" for r in results)
     assert httpx.get(f"{server}/readyz", timeout=30).status_code == 200
 
 

@@ -48,6 +48,31 @@ def test_ivf_with_one_probe_has_measurably_lower_recall() -> None:
     assert low.recall_at_k < high.recall_at_k
 
 
+def test_auto_index_is_exact_for_small_runs_and_tuned_ivf_above_the_threshold(tmp_path) -> None:
+    assert faiss_backend.IndexParams().type == "auto"
+    small = faiss_backend.build_index(clustered(2000), faiss_backend.IndexParams())
+    assert small.index_type == "flat" and small.recall_at_k == 1.0
+    data = clustered(4000, centres=40, seed=5)
+    large = faiss_backend.build_index(data, faiss_backend.IndexParams(exact_below=3000, recall_sample=300))
+    assert large.index_type == "ivf" and large.params["nprobe"] >= 1
+    assert (large.params["nlist"], large.params["nprobe"], large.params["quantizer"]) == \
+        faiss_backend.tuned_ivf(4000)
+    assert large.recall_k == 10 and large.recall_at_k is not None and large.recall_at_k >= 0.9
+    # the measured recall travels into the bundle manifest
+    spec = AssignmentSpec(k=10, aggregation="weighted", segments=["a"], thresholds=[0.5],
+                          search_params=large.params)
+    manifest = write_bundle(tmp_path / "b", large, np.arange(4000), sp.csr_matrix(np.ones((4000, 1))), spec,
+                            index_version="v", model_version="1")
+    assert manifest["index_type"] == "ivf" and manifest["recall_at_k"] == large.recall_at_k
+    assert load_bundle(tmp_path / "b").index.nprobe == large.params["nprobe"]
+
+
+def test_tuned_ivf_grows_lists_with_the_anchor_count() -> None:
+    small, large = faiss_backend.tuned_ivf(100_000), faiss_backend.tuned_ivf(1_000_000)
+    assert small[0] < large[0] and small[2] == "flat" and large[2] == "hnsw"
+    assert all(1 <= nprobe <= nlist for nlist, nprobe, _ in (small, large, faiss_backend.tuned_ivf(10)))
+
+
 def test_gpu_request_falls_back_to_cpu_cleanly(monkeypatch: pytest.MonkeyPatch) -> None:
     if faiss_backend.gpu_support()[0]:
         pytest.skip("a GPU is present; the fallback path is exercised on CPU-only machines")

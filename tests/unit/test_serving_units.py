@@ -16,7 +16,13 @@ from lookalike.contract import FeatureContract, FeatureSpec
 from lookalike.errors import ArtifactError, ConfigError
 from serving.batching import MicroBatcher
 from serving.config import ServingConfig, load_serving_config
-from serving.core import VersionMismatchError, _mean_pairwise_cosine, check_consistency, resolve_bundle_dir
+from serving.core import (
+    VersionMismatchError,
+    _mean_pairwise_cosine,
+    check_consistency,
+    resolve_bundle_dir,
+    seed_distinctiveness,
+)
 from serving.models import AssignRequest, ExpandRequest
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "serving" / "example_request.json"
@@ -88,6 +94,22 @@ def test_mean_pairwise_cosine_matches_brute_force() -> None:
     expected = (sims.sum() - np.trace(sims)) / (50 * 49)
     assert mean == pytest.approx(expected, abs=1e-5)
     assert np.linalg.norm(centroid) == pytest.approx(1.0, abs=1e-5)
+
+
+@pytest.mark.unit
+def test_seed_distinctiveness_is_about_one_for_random_seeds_of_any_size() -> None:
+    rng = np.random.default_rng(3)
+    population = rng.normal(size=(5_000, 16))
+    population[:300] += 0.5  # one real audience, shifted in every direction
+    population /= np.linalg.norm(population, axis=1, keepdims=True)
+    mean = population.mean(axis=0)
+    variance = float((population**2).sum(axis=1).mean() - mean @ mean)
+    for size in (10, 100, 2_000):
+        ratios = [seed_distinctiveness(population[rng.choice(5_000, size, replace=False)], mean, variance, 5_000)
+                  for _ in range(20)]
+        assert 0.6 < float(np.mean(ratios)) < 1.5, (size, ratios)
+    assert seed_distinctiveness(population[:300], mean, variance, 5_000) > 20
+    assert seed_distinctiveness(population, mean, variance, 5_000) == 0.0  # the population itself
 
 
 @pytest.mark.unit
