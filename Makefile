@@ -18,7 +18,6 @@ help: ## list targets
 # torch first: the local CPU wheel satisfies the project's range, so pip never pulls CUDA.
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python -a -x $(BIN)/pip || { rm -rf $(VENV); $(PYTHON) -m venv $(VENV); }
-	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q torch==2.13.0
 	$(BIN)/python -m pip install -q -c constraints.txt -e ".[dev]"
 	touch $(STAMP)

@@ -102,7 +102,8 @@ def encode_values(column: pa.Array, feast_dtype: str) -> pa.Array:
         matrix = np.stack([np.full(n, TAG_BOOL, dtype=np.uint8), flags], axis=1)
         return ragged(matrix, np.where(is_null, 0, 2))
     if feast_dtype == "UnixTimestamp":
-        seconds = pc.cast(pc.cast(column, pa.timestamp("s", "UTC")), pa.int64())
+        # Truncate sub-second values to whole seconds, as Feast's int(datetime.timestamp()) does.
+        seconds = pc.cast(pc.cast(column, pa.timestamp("s", "UTC"), safe=False), pa.int64())
         seconds_np = pc.fill_null(seconds, INT64_MIN).to_numpy()
         groups, lengths = varint_matrix(seconds_np)
         return ragged(_prefixed(TAG_UNIX_TIMESTAMP, groups), lengths + 1)
