@@ -50,6 +50,7 @@ def synthetic_bundle(out_dir: Path, n_anchors: int, tracking_uri: str, model_ali
     from index_builder.bundle import AssignmentSpec, write_bundle
     from training.artifact import load_registered_encoder
 
+    mlflow.set_tracking_uri(tracking_uri)
     mlflow.set_registry_uri(tracking_uri)
     encoder, info = load_registered_encoder(tracking_uri, alias_or_version=model_alias)
     rng = np.random.default_rng(0)
