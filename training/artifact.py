@@ -8,9 +8,11 @@ snapshot manifest. It holds only tensors and JSON-able values, so it loads with
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -161,6 +163,18 @@ class ModelInfo:
         return dataclasses.asdict(self)
 
 
+@contextlib.contextmanager
+def _global_mlflow_uris(tracking_uri: str) -> Iterator[None]:
+    previous_tracking, previous_registry = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
+    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_registry_uri(tracking_uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(previous_tracking)
+        mlflow.set_registry_uri(previous_registry)
+
+
 def load_registered_encoder(
     tracking_uri: str, model_name: str = REGISTERED_MODEL_NAME, alias_or_version: str | int = CHAMPION_ALIAS,
     cache_dir: str | Path | None = None,
@@ -177,15 +191,20 @@ def load_registered_encoder(
         )
     except MlflowException as exc:
         raise ArtifactError(f"registered model {model_name!r} has no version or alias {ref!r} at {tracking_uri}") from exc
-    destination = Path(cache_dir) if cache_dir else Path(tempfile.mkdtemp(prefix="lookalike-model-"))
-    local = Path(mlflow.artifacts.download_artifacts(
-        artifact_uri=f"models:/{model_name}/{version.version}", dst_path=str(destination),
-        tracking_uri=tracking_uri, registry_uri=tracking_uri,
-    ))
-    candidates = sorted(local.rglob(CHECKPOINT_NAME))
-    if not candidates:
-        raise ArtifactError(f"model {model_name} v{version.version} has no {CHECKPOINT_NAME} artifact")
-    encoder = LookalikeEncoder.load(candidates[0])
+    # The checkpoint is read fully into memory, so without a cache_dir the download is temporary.
+    with contextlib.ExitStack() as stack:
+        destination = Path(cache_dir) if cache_dir else Path(
+            stack.enter_context(tempfile.TemporaryDirectory(prefix="lookalike-model-")))
+        # `models:/` resolution consults MLflow's global URIs, not only the arguments below.
+        stack.enter_context(_global_mlflow_uris(tracking_uri))
+        local = Path(mlflow.artifacts.download_artifacts(
+            artifact_uri=f"models:/{model_name}/{version.version}", dst_path=str(destination),
+            tracking_uri=tracking_uri, registry_uri=tracking_uri,
+        ))
+        candidates = sorted(local.rglob(CHECKPOINT_NAME))
+        if not candidates:
+            raise ArtifactError(f"model {model_name} v{version.version} has no {CHECKPOINT_NAME} artifact")
+        encoder = LookalikeEncoder.load(candidates[0])
     snapshot = encoder.metadata.get("snapshot_manifest", {})
     info = ModelInfo(
         name=model_name,
