@@ -12,6 +12,7 @@ import argparse
 import importlib
 import logging
 import sys
+import warnings
 from collections.abc import Sequence
 
 from lookalike.errors import LookalikeError
@@ -53,6 +54,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if not args.verbose:
+        # Library chatter (Feast's registry refreshes, dask/mlflow deprecation notices) drowns
+        # the stage logs people need to read; -v brings it back.
+        for noisy in ("feast", "mlflow", "alembic", "py4j", "urllib3", "numexpr"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
+        warnings.filterwarnings("ignore", category=FutureWarning)
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+        warnings.filterwarnings("ignore", message=".*noload.*")
     if not getattr(args, "func", None):
         parser.print_help()
         return 2

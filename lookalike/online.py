@@ -5,18 +5,45 @@ customer (same names and dtypes as the training snapshot) and a ``found`` mask: 
 with no row in any model-input view is an unknown customer, reported, never an exception.
 When the online store is unreachable it raises :class:`OnlineStoreUnavailable` (the
 serving layer maps it to HTTP 503).
+
+Two engines answer the same calls with the same frames:
+
+- ``feast``: ``FeatureStore.get_online_features`` (any online store; ~40 ms for ~90
+  features of one customer, most of it Feast building and converting protos);
+- ``redis``: a direct read of Feast's own Redis layout (the layout
+  :mod:`lookalike.redis_loader` writes): one ``HMGET`` per customer for every contract and
+  status field in a single pipeline, values decoded column at a time with numpy.
+
+``engine="auto"`` (the default, or ``$LOOKALIKE_ONLINE_READER``) picks ``redis`` when the
+store's online store is a single Redis node and ``feast`` otherwise (SQLite, cluster,
+sentinel, versioned online views). Like Feast's online reads, neither engine applies TTL.
+Parity between the engines is tested in tests/unit/test_online_fast_path.py.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import os
+import struct
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from lookalike.contract import JOIN_KEY, FeatureContract, find_view_by_role
-from lookalike.errors import LookalikeError
+from lookalike.errors import ConfigError, LookalikeError
+
+ENV_ONLINE_READER = "LOOKALIKE_ONLINE_READER"
+ENGINES = ("auto", "redis", "feast")
+STATUS_FIELDS = ("opt_in", "suppressed")
+
+# feast.types.Value field tags (field_number << 3 | wire_type), as lookalike.redis_loader.
+_TAG_STRING = 0x12
+_TAG_INT64 = 0x20
+_TAG_INT32 = 0x18
+_TAG_DOUBLE = 0x29
+_TAG_FLOAT = 0x35
+_TAG_BOOL = 0x38
 
 
 class OnlineStoreUnavailable(LookalikeError):
@@ -48,15 +75,295 @@ def _cast(frame: pd.DataFrame, contract: FeatureContract) -> pd.DataFrame:
     return frame
 
 
-class OnlineFeatureReader:
-    """Reads a :class:`FeatureContract`'s features from the Feast online store."""
+# ------------------------------------------------------------------ Redis value decoding
+class _UnexpectedEncoding(Exception):
+    """A cell is not in the compact form Feast's writer uses for its declared type."""
 
-    def __init__(self, store: Any, contract: FeatureContract) -> None:
+
+def _python_values(cells: Sequence[bytes | None]) -> list[Any]:
+    """Any ``feast.types.Value`` cells to Python values exactly as Feast's ``to_dict`` does."""
+    from feast.protos.feast.types.Value_pb2 import Value
+    from feast.type_map import feast_value_type_to_python_type
+
+    return [feast_value_type_to_python_type(Value.FromString(c)) if c else None for c in cells]
+
+
+def _present(cells: Sequence[bytes | None]) -> list[int]:
+    # Feast writes null as the empty message; a field never written comes back as None.
+    return [i for i, c in enumerate(cells) if c]
+
+
+def _fixed_width(cells: Sequence[bytes | None], tag: int, width: int) -> tuple[list[int], np.ndarray]:
+    """Rows holding a value and their payload bytes (k, width) for a one-byte-tag fixed type."""
+    rows = _present(cells)
+    payload = b"".join(cells[i] for i in rows)  # type: ignore[misc]
+    if len(payload) != len(rows) * (width + 1):
+        raise _UnexpectedEncoding
+    matrix = np.frombuffer(payload, dtype=np.uint8).reshape(len(rows), width + 1)
+    if len(rows) and not (matrix[:, 0] == tag).all():
+        raise _UnexpectedEncoding
+    return rows, matrix[:, 1:]
+
+
+def _decode_floats(cells: Sequence[bytes | None], tag: int, width: int) -> np.ndarray:
+    out = np.full(len(cells), np.nan, dtype=np.float64)
+    rows, payload = _fixed_width(cells, tag, width)
+    if rows:
+        out[rows] = np.ascontiguousarray(payload).view("<f8" if width == 8 else "<f4").ravel()
+    return out
+
+
+def _decode_ints(cells: Sequence[bytes | None], tag: int) -> np.ndarray:
+    """Varint-encoded int64/int32 cells as float64 (what the Feast path's cast yields)."""
+    out = np.full(len(cells), np.nan, dtype=np.float64)
+    rows = _present(cells)
+    if not rows:
+        return out
+    padded = bytearray()
+    for i in rows:
+        cell = cells[i]
+        if cell is None or cell[0] != tag or len(cell) > 11 or cell[-1] & 0x80:
+            raise _UnexpectedEncoding
+        padded += cell[1:].ljust(10, b"\x00")
+    groups = np.frombuffer(bytes(padded), dtype=np.uint8).reshape(len(rows), 10).astype(np.uint64)
+    shifts = np.arange(10, dtype=np.uint64) * np.uint64(7)
+    # Ten 7-bit groups cover 64 bits; wrap-around past bit 63 is how negatives are encoded.
+    unsigned = np.bitwise_or.reduce((groups & np.uint64(0x7F)) << shifts, axis=1)
+    out[rows] = unsigned.view(np.int64).astype(np.float64)
+    return out
+
+
+def _decode_bools(cells: Sequence[bytes | None]) -> pd.arrays.BooleanArray:
+    values = np.zeros(len(cells), dtype=bool)
+    mask = np.ones(len(cells), dtype=bool)
+    rows, payload = _fixed_width(cells, _TAG_BOOL, 1)
+    if rows:
+        flags = payload[:, 0]
+        if (flags > 1).any():
+            raise _UnexpectedEncoding
+        values[rows] = flags.astype(bool)
+        mask[rows] = False
+    return pd.arrays.BooleanArray(values, mask)
+
+
+def _decode_strings(cells: Sequence[bytes | None]) -> np.ndarray:
+    out = np.full(len(cells), None, dtype=object)
+    for i in _present(cells):
+        cell = cells[i]
+        assert cell is not None
+        # Short strings (< 128 bytes) have a one-byte length; longer ones take the generic path.
+        if cell[0] != _TAG_STRING or cell[1] & 0x80 or len(cell) != 2 + cell[1]:
+            raise _UnexpectedEncoding
+        out[i] = cell[2:].decode("utf-8")
+    return out
+
+
+_DECODERS: dict[str, Callable[[Sequence[bytes | None]], Any]] = {
+    "Float64": lambda cells: _decode_floats(cells, _TAG_DOUBLE, 8),
+    "Float32": lambda cells: _decode_floats(cells, _TAG_FLOAT, 4),
+    "Int64": lambda cells: _decode_ints(cells, _TAG_INT64),
+    "Int32": lambda cells: _decode_ints(cells, _TAG_INT32),
+    "Bool": _decode_bools,
+    "String": _decode_strings,
+}
+
+
+def _decode_column(cells: Sequence[bytes | None], dtype: str) -> Any:
+    """Cells of one feature to the column the Feast path produces after :func:`_cast`."""
+    decoder = _DECODERS.get(dtype)
+    if decoder is not None:
+        try:
+            return decoder(cells)
+        except _UnexpectedEncoding:
+            pass
+    values = pd.Series(_python_values(cells), dtype="object")
+    if dtype in ("Float64", "Float32", "Int64", "Int32"):
+        return pd.to_numeric(values, errors="coerce").astype("float64").to_numpy()
+    if dtype == "Bool":
+        return values.astype("boolean").array
+    if dtype == "String":
+        return values.where(values.notna(), None).to_numpy()
+    return list(values)
+
+
+def _column_present(column: Any) -> np.ndarray:
+    return np.asarray(pd.notna(column), dtype=bool) if not isinstance(column, pd.arrays.BooleanArray) \
+        else ~column.isna()
+
+
+# ------------------------------------------------------------------ the direct Redis engine
+def _entity_key_layout(version: int) -> tuple[bytes, bytes]:
+    """(prefix, suffix) around the little-endian int64 id in Feast's serialized entity key."""
+    from feast.infra.key_encoding_utils import serialize_entity_key
+    from feast.protos.feast.types.EntityKey_pb2 import EntityKey
+    from feast.protos.feast.types.Value_pb2 import Value
+
+    def key(value: int) -> bytes:
+        return bytes(serialize_entity_key(
+            EntityKey(join_keys=[JOIN_KEY], entity_values=[Value(int64_val=value)]),
+            entity_key_serialization_version=version,
+        ))
+
+    probes = (0x0102030405060708, -5, 0)
+    samples = [key(p) for p in probes]
+    packed = [struct.pack("<q", p) for p in probes]
+    at = samples[0].find(packed[0])
+    if at < 0 or any(s[:at] + v + s[at + 8:] != s for s, v in zip(samples, packed, strict=True)) \
+            or len({(s[:at], s[at + 8:]) for s in samples}) != 1:
+        raise _Ineligible(f"unexpected Feast entity key layout (serialization version {version})")
+    return samples[0][:at], samples[0][at + 8:]
+
+
+class _Ineligible(Exception):
+    """The store's online store cannot be read directly; use Feast's reader."""
+
+
+class _RedisEngine:
+    """Reads contract and status fields straight from Feast's per-entity Redis hashes."""
+
+    def __init__(self, store: Any, contract: FeatureContract, status_fields: Sequence[tuple[str, str]]) -> None:
+        import redis
+        from feast.infra.online_stores.helpers import _mmh3
+        from feast.infra.online_stores.redis import RedisOnlineStore
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
+
+        config = store.config
+        online = config.online_store
+        if getattr(online, "type", None) != "redis":
+            raise _Ineligible("the online store is not Redis")
+        if getattr(online, "redis_type", "redis") != "redis":  # RedisType is a str enum
+            raise _Ineligible(f"redis_type {online.redis_type} is read through Feast")
+        if getattr(config.registry, "enable_online_feature_view_versioning", False):
+            raise _Ineligible("versioned online feature views are read through Feast")
+        views = {view.name for view in store.list_feature_views()}
+        wanted = [*contract.views, *(view for view, _ in status_fields)]
+        if not set(wanted) <= views:
+            # Aliased projections: Feast hashes the view's own name, not the alias.
+            raise _Ineligible(f"views {sorted(set(wanted) - views)} are not plain feature views")
+        nodes, params = RedisOnlineStore._parse_connection_string(online.connection_string)
+        if len(nodes) != 1:
+            raise _Ineligible("several Redis nodes are read through Feast")
+        self._prefix, self._suffix = _entity_key_layout(int(config.entity_key_serialization_version))
+        self._suffix += config.project.encode("utf-8")
+        params.setdefault("socket_connect_timeout", 2.0)
+        params.setdefault("socket_timeout", 5.0)
+        # One immediate retry re-opens a connection Redis dropped (restart); redis-py's
+        # default backoff would hold a request for seconds while Redis is down.
+        params.setdefault("retry", Retry(NoBackoff(), 1))
+        self.client = redis.Redis(host=nodes[0]["host"], port=int(nodes[0]["port"]), **params)
+        self.specs = list(contract.features)
+        self.status_fields = list(status_fields)
+        self.fields = [bytes(_mmh3(f"{spec.view}:{spec.name}")) for spec in self.specs]
+        self.fields += [bytes(_mmh3(f"{view}:{name}")) for view, name in self.status_fields]
+
+    def key(self, customer_id: int) -> bytes:
+        return self._prefix + struct.pack("<q", customer_id) + self._suffix
+
+    def fetch(self, ids: np.ndarray) -> list[list[bytes | None]]:
+        """One ``HMGET`` reply (a value or None per field) per id, in order."""
+        try:
+            if len(ids) == 1:
+                return [self.client.hmget(self.key(int(ids[0])), self.fields)]
+            with self.client.pipeline(transaction=False) as pipe:
+                for customer_id in ids.tolist():
+                    pipe.hmget(self.key(customer_id), self.fields)
+                return list(pipe.execute())
+        except Exception as exc:
+            if _is_unavailable(exc):
+                raise OnlineStoreUnavailable(f"online store unavailable: {type(exc).__name__}") from exc
+            raise
+
+
+def _select_engine(requested: str | None) -> str:
+    engine = (requested or os.environ.get(ENV_ONLINE_READER) or "auto").lower()
+    if engine not in ENGINES:
+        raise ConfigError(f"online reader engine must be one of {ENGINES}, got {engine!r} (${ENV_ONLINE_READER})")
+    return engine
+
+
+class OnlineFeatureReader:
+    """Reads a :class:`FeatureContract`'s features from the Feast online store.
+
+    ``engine``: ``auto`` (direct Redis when possible, else Feast), ``redis`` (direct Redis,
+    :class:`ConfigError` when the store cannot be read that way) or ``feast``; default
+    ``$LOOKALIKE_ONLINE_READER`` or ``auto``.
+    """
+
+    def __init__(self, store: Any, contract: FeatureContract, engine: str | None = None) -> None:
         self.store = store
         self.contract = contract
         self._consent = find_view_by_role(store, "consent", required=False)
         self._suppression = find_view_by_role(store, "suppression", required=False)
+        self._status_views = [(name, view) for name, view in zip(STATUS_FIELDS, (self._consent, self._suppression),
+                                                                   strict=True) if view is not None]
+        self._redis: _RedisEngine | None = None
+        requested = _select_engine(engine)
+        if requested != "feast":
+            try:
+                self._redis = _RedisEngine(store, contract, [(view.name, name) for name, view in self._status_views])
+            except _Ineligible as exc:
+                if requested == "redis":
+                    raise ConfigError(f"the direct Redis online reader cannot read this store: {exc}") from exc
+        self.engine = "redis" if self._redis is not None else "feast"
 
+    # ------------------------------------------------------------------ public API
+    def read(self, customer_ids: Sequence[int] | np.ndarray) -> tuple[pd.DataFrame, np.ndarray]:
+        """``(frame, found)``: contract columns per requested id (in order) and who is known."""
+        ids = np.asarray(customer_ids, dtype=np.int64)
+        if self._redis is not None and len(ids):
+            frame, found, _ = self._read_redis(ids, with_status=False)
+            return frame, found
+        return self._read_feast(ids)
+
+    def read_status(self, customer_ids: Sequence[int] | np.ndarray) -> pd.DataFrame:
+        """``customer_id, opt_in, suppressed`` from the online consent/suppression views.
+
+        A customer absent from a status view is treated conservatively: not opted in, and
+        not suppressed unless the suppression view says so.
+        """
+        ids = np.asarray(customer_ids, dtype=np.int64)
+        if self._redis is not None and len(ids):
+            return self._status_from_cells(ids, self._redis.fetch(ids), len(self.contract.features))
+        return self._read_status_feast(ids)
+
+    def read_with_status(self, customer_ids: Sequence[int] | np.ndarray) -> tuple[pd.DataFrame, np.ndarray,
+                                                                                   pd.DataFrame]:
+        """``read`` and ``read_status`` together (one Redis round trip on the direct engine)."""
+        ids = np.asarray(customer_ids, dtype=np.int64)
+        if self._redis is not None and len(ids):
+            frame, found, status = self._read_redis(ids, with_status=True)
+            assert status is not None
+            return frame, found, status
+        status = self._read_status_feast(ids)
+        frame, found = self._read_feast(ids)
+        return frame, found, status
+
+    # ------------------------------------------------------------------ direct Redis
+    def _read_redis(self, ids: np.ndarray, with_status: bool) -> tuple[pd.DataFrame, np.ndarray, pd.DataFrame | None]:
+        assert self._redis is not None
+        replies = self._redis.fetch(ids)
+        by_field = list(zip(*replies, strict=True))
+        columns: dict[str, Any] = {JOIN_KEY: ids}
+        found = np.zeros(len(ids), dtype=bool)
+        for j, spec in enumerate(self._redis.specs):
+            column = _decode_column(by_field[j], spec.dtype)
+            found |= _column_present(column)
+            columns[spec.column] = column
+        frame = pd.DataFrame(columns)
+        status = self._status_from_cells(ids, replies, len(self._redis.specs)) if with_status else None
+        return frame, found, status
+
+    def _status_from_cells(self, ids: np.ndarray, replies: list[list[bytes | None]], offset: int) -> pd.DataFrame:
+        frame = pd.DataFrame({JOIN_KEY: ids})
+        for name in STATUS_FIELDS:
+            frame[name] = np.zeros(len(ids), dtype=bool)
+        for k, (name, _) in enumerate(self._status_views):
+            values = _python_values([reply[offset + k] for reply in replies])
+            frame[name] = np.array([bool(v) if v is not None else False for v in values], dtype=bool)
+        return frame
+
+    # ------------------------------------------------------------------ Feast
     def _online(self, refs: list[str], ids: np.ndarray) -> dict[str, list[Any]]:
         try:
             response = self.store.get_online_features(
@@ -68,9 +375,7 @@ class OnlineFeatureReader:
                 raise OnlineStoreUnavailable(f"online store unavailable: {exc}") from exc
             raise
 
-    def read(self, customer_ids: Sequence[int] | np.ndarray) -> tuple[pd.DataFrame, np.ndarray]:
-        """``(frame, found)``: contract columns per requested id (in order) and who is known."""
-        ids = np.asarray(customer_ids, dtype=np.int64)
+    def _read_feast(self, ids: np.ndarray) -> tuple[pd.DataFrame, np.ndarray]:
         if len(ids) == 0:
             empty = pd.DataFrame({JOIN_KEY: ids, **{c: [] for c in self.contract.columns}})
             return _cast(empty, self.contract), np.zeros(0, dtype=bool)
@@ -82,18 +387,8 @@ class OnlineFeatureReader:
         found = frame[self.contract.columns].notna().any(axis=1).to_numpy()
         return frame, found
 
-    def read_status(self, customer_ids: Sequence[int] | np.ndarray) -> pd.DataFrame:
-        """``customer_id, opt_in, suppressed`` from the online consent/suppression views.
-
-        A customer absent from a status view is treated conservatively: not opted in, and
-        not suppressed unless the suppression view says so.
-        """
-        ids = np.asarray(customer_ids, dtype=np.int64)
-        refs = []
-        if self._consent is not None:
-            refs.append(f"{self._consent.name}:opt_in")
-        if self._suppression is not None:
-            refs.append(f"{self._suppression.name}:suppressed")
+    def _read_status_feast(self, ids: np.ndarray) -> pd.DataFrame:
+        refs = [f"{view.name}:{name}" for name, view in self._status_views]
         values = self._online(refs, ids) if len(ids) and refs else {}
         frame = pd.DataFrame({JOIN_KEY: ids})
         for name, view in (("opt_in", self._consent), ("suppressed", self._suppression)):

@@ -219,8 +219,7 @@ class LookalikeRuntime:
         from lookalike.online import OnlineStoreUnavailable
 
         try:
-            status = self.reader.read_status(ids)
-            frame, found = self.reader.read(ids)
+            frame, found, status = self.reader.read_with_status(ids)
         except OnlineStoreUnavailable as exc:
             raise StoreUnavailableError(
                 "online feature store unavailable; retry shortly"
