@@ -34,7 +34,7 @@ from index_builder.aggregation import (
 from index_builder.bundle import IndexBundle, current_path, load_bundle, set_current
 from index_builder.config import AssignConfig
 from lookalike.artifacts import atomic_dir, write_manifest
-from lookalike.config import load_config
+from lookalike.config import cli_overrides, load_config
 
 __all__ = [
     "AGGREGATIONS", "Calibration", "best_f1_threshold", "calibrate_thresholds", "decide",
@@ -183,10 +183,7 @@ def add_cli(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("overrides", nargs="*", help="key=value config overrides")
 
     def handler(args: argparse.Namespace) -> int:
-        overrides = list(args.overrides)
-        for key in ("repo", "date", "bundle"):
-            if getattr(args, key):
-                overrides.append(f"{key}={getattr(args, key)}")
+        overrides = cli_overrides(args, ["repo", "date", "bundle"])
         print(run(load_config(AssignConfig, args.config, overrides)))
         return 0
 

@@ -28,7 +28,7 @@ from index_builder.bundle import IndexBundle, current_path, load_bundle
 from index_builder.config import EvaluateConfig
 from index_builder.metrics import SegmentMetrics, confusion_counts, flag_unrecoverable, segment_metrics
 from lookalike.artifacts import atomic_dir, write_manifest
-from lookalike.config import load_config
+from lookalike.config import cli_overrides, load_config
 from lookalike.errors import ConfigError, DataValidationError
 
 log = logging.getLogger(__name__)
@@ -296,10 +296,7 @@ def add_cli(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("overrides", nargs="*", help="key=value config overrides")
 
     def handler(args: argparse.Namespace) -> int:
-        overrides = list(args.overrides)
-        for key in ("repo", "date", "bundle"):
-            if getattr(args, key):
-                overrides.append(f"{key}={getattr(args, key)}")
+        overrides = cli_overrides(args, ["repo", "date", "bundle"])
         print(run(load_config(EvaluateConfig, args.config, overrides)))
         return 0
 

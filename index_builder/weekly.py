@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import shutil
 import uuid
 from dataclasses import dataclass, field
@@ -19,7 +18,8 @@ from typing import Any
 
 from index_builder.bundle import load_bundle, set_current
 from index_builder.config import AssignConfig, BuildConfig, EvaluateConfig, WeeklyConfig
-from lookalike.config import load_config
+from lookalike.artifacts import replace_dir
+from lookalike.config import cli_overrides, load_config
 
 log = logging.getLogger(__name__)
 
@@ -33,18 +33,6 @@ class WeeklyResult:
     report_dir: Path | None
     retrained: bool
     steps: list[str] = field(default_factory=list)
-
-
-def _promote(staged: Path, final: Path) -> None:
-    """Rename ``staged`` onto ``final`` (old one moved aside first, then removed)."""
-    final.parent.mkdir(parents=True, exist_ok=True)
-    if final.exists():
-        trash = final.parent / f".{final.name}.old-{uuid.uuid4().hex[:8]}"
-        os.rename(final, trash)
-        os.rename(staged, final)
-        shutil.rmtree(trash, ignore_errors=True)
-    else:
-        os.rename(staged, final)
 
 
 def _retrain(config: WeeklyConfig, staging: Path, run_date: str) -> str:
@@ -129,10 +117,10 @@ def run(config: WeeklyConfig) -> WeeklyResult:
     index_dir = workspace / "index" / bundle.index_version
     segments_dir = workspace / "segments" / run_date
     report_dir = workspace / "reports" / run_date if staged_report is not None else None
-    _promote(staged_index, index_dir)
-    _promote(staged_segments, segments_dir)
+    replace_dir(staged_index, index_dir)
+    replace_dir(staged_segments, segments_dir)
     if staged_report is not None and report_dir is not None:
-        _promote(staged_report, report_dir)
+        replace_dir(staged_report, report_dir)
     shutil.rmtree(staging, ignore_errors=True)
     set_current(workspace / "index", bundle.index_version, model_version=info.version)
     set_current(workspace / "segments", run_date, index_version=bundle.index_version)
@@ -170,11 +158,7 @@ def add_cli(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("overrides", nargs="*", help="key=value config overrides")
 
     def handler(args: argparse.Namespace) -> int:
-        overrides = list(args.overrides)
-        if args.repo:
-            overrides.append(f"repo={args.repo}")
-        if args.date:
-            overrides.append(f"date={args.date}")
+        overrides = cli_overrides(args, ["repo", "date"])
         if args.retrain:
             overrides.append("retrain=true")
         config_path = args.config if args.config and Path(args.config).is_file() else None

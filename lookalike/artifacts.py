@@ -41,16 +41,27 @@ def atomic_dir(final: str | Path, *, replace: bool = True) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    if final.exists() and not replace:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise ArtifactError(f"{final} already exists")
+    replace_dir(tmp, final)
+
+
+def replace_dir(staged: str | Path, final: str | Path) -> None:
+    """Rename the complete directory ``staged`` onto ``final``.
+
+    An existing ``final`` is moved aside first and removed only after the new one is in
+    place, so readers see the old or the new directory, never a mix or nothing for long.
+    """
+    staged, final = Path(staged), Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
     if final.exists():
-        if not replace:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise ArtifactError(f"{final} already exists")
         trash = final.parent / f".{final.name}.old-{uuid.uuid4().hex[:8]}"
         os.rename(final, trash)
-        os.rename(tmp, final)
+        os.rename(staged, final)
         shutil.rmtree(trash, ignore_errors=True)
     else:
-        os.rename(tmp, final)
+        os.rename(staged, final)
 
 
 @contextlib.contextmanager

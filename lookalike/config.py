@@ -164,3 +164,15 @@ def flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             flat[name] = value
     return flat
+
+
+def cli_overrides(args: Any, flags: Sequence[str] | dict[str, str]) -> list[str]:
+    """``key=value`` overrides from a stage CLI: positional overrides, then the named flags
+    that were given (argparse dest -> config key; a plain list keeps the same name)."""
+    mapping = dict(flags) if isinstance(flags, dict) else {flag: flag for flag in flags}
+    overrides = list(getattr(args, "overrides", None) or [])
+    for dest, key in mapping.items():
+        value = getattr(args, dest, None)
+        if value is not None:
+            overrides.append(f"{key}={value}")
+    return overrides

@@ -28,7 +28,7 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from lookalike.artifacts import atomic_dir, write_manifest
-from lookalike.config import config_to_dict, load_config
+from lookalike.config import cli_overrides, config_to_dict, load_config
 from lookalike.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -746,11 +746,7 @@ def add_cli(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides")
 
     def _run(args: argparse.Namespace) -> int:
-        overrides = list(args.overrides)
-        for flag, key in (("customers", "customers"), ("seed", "seed"), ("end_date", "end_date"), ("out_dir", "out_dir")):
-            value = getattr(args, flag)
-            if value is not None:
-                overrides.append(f"{key}={value}")
+        overrides = cli_overrides(args, ["customers", "seed", "end_date", "out_dir"])
         config = load_config(DatagenConfig, args.config, overrides)
         out = run(config)
         print(out)

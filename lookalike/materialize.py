@@ -30,7 +30,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 from tqdm import tqdm
 
-from lookalike.config import load_config
+from lookalike.config import cli_overrides, load_config
 from lookalike.contract import JOIN_KEY, LEGITIMATE_INTEREST, ROLE_TAG, find_model_service, load_contract
 from lookalike.errors import ConfigError, DataValidationError
 from lookalike.feast_utils import open_store
@@ -233,12 +233,9 @@ def add_cli(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("overrides", nargs="*", help="key=value config overrides")
 
     def main(args: argparse.Namespace) -> int:
-        overrides = list(args.overrides)
-        for key, value in (("repo", args.repo), ("end_date", args.end_date), ("start_date", args.start_date),
-                           ("online", args.online), ("redis_connection", args.redis_connection),
-                           ("engine", "feast" if args.plain_feast else args.engine)):
-            if value is not None:
-                overrides.append(f"{key}={value}")
+        if args.plain_feast:
+            args.engine = "feast"
+        overrides = cli_overrides(args, ["repo", "end_date", "start_date", "online", "redis_connection", "engine"])
         report = run(load_config(MaterializeConfig, args.config, overrides))
         for load in report.views:
             print(f"{load.view:22s} {load.legal_basis:20s} rows={load.rows:>9d} {load.seconds:8.2f}s")

@@ -28,7 +28,7 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from lookalike.artifacts import atomic_dir, write_manifest
-from lookalike.config import config_to_dict, load_config
+from lookalike.config import cli_overrides, config_to_dict, load_config
 from lookalike.contract import (
     JOIN_KEY,
     FeatureContract,
@@ -340,11 +340,7 @@ def add_cli(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("overrides", nargs="*", help="key=value config overrides")
 
     def main(args: argparse.Namespace) -> int:
-        overrides = list(args.overrides)
-        for key, value in (("repo", args.repo), ("label_date", args.label_date), ("out", args.out),
-                           ("feature_service", args.feature_service)):
-            if value is not None:
-                overrides.append(f"{key}={value}")
+        overrides = cli_overrides(args, ["repo", "label_date", "out", "feature_service"])
         config = load_config(SnapshotConfig, args.config, overrides)
         path = run(config)
         print(path)

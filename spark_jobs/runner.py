@@ -20,7 +20,7 @@ from pyspark.sql import functions as F
 from tqdm import tqdm
 
 from lookalike.artifacts import atomic_dir, write_manifest
-from lookalike.config import config_to_dict, load_config
+from lookalike.config import cli_overrides, config_to_dict, load_config
 from lookalike.errors import ConfigError, DataValidationError
 from spark_jobs import transforms as tf
 from spark_jobs.validation import validate_output, validate_raw
@@ -158,11 +158,7 @@ def add_cli(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides")
 
     def _run(args: argparse.Namespace) -> int:
-        overrides = list(args.overrides)
-        for flag in ("raw_dir", "out_dir", "start_date", "end_date", "master"):
-            value = getattr(args, flag)
-            if value is not None:
-                overrides.append(f"{flag}={value}")
+        overrides = cli_overrides(args, ["raw_dir", "out_dir", "start_date", "end_date", "master"])
         config = load_config(FeaturesConfig, args.config, overrides)
         for table, path in run(config).items():
             print(f"{table}\t{path}")
