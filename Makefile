@@ -31,7 +31,7 @@ redis: ## install redis-server (Debian package) if it is missing; tests start th
 	@redis-server --version
 
 demo: install ## run the whole system end to end on the synthetic base (embedded defaults)
-	$(BIN)/lookalike demo --customers $(CUSTOMERS)
+	$(BIN)/lookalike demo --config configs/demo.yaml --customers $(CUSTOMERS)
 
 test: install redis ## install and run the whole test suite (unit, integration, e2e)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
