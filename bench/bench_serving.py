@@ -10,7 +10,12 @@ with the champion's model/feature-service versions. Then a real ``bentoml serve`
 subprocess on 127.0.0.1 is measured:
 
 - p50/p99 latency of single-customer ``/assign`` (sequential, one client);
-- assignments/s with batching: concurrent clients each sending ``--batch`` ids.
+- assignments/s with batching: concurrent clients each sending ``--batch`` ids;
+- the HTTP floor (``GET /healthz`` p50) and, in-process on the same bundle and Redis, the
+  median time of each /assign stage (Feast vs direct Redis read, encoder, FAISS search).
+
+``--readers auto,feast`` serves once per online reader engine (``LOOKALIKE_ONLINE_READER``)
+so the direct Redis read path and Feast's are compared in one run, under the same load.
 
 Bounded by ``--requests`` and ``--seconds``. Targets (2 cores): p99 <= 20 ms, >= 1,000
 assignments/s. The 1-minute load average is printed with each figure (shared machine).
@@ -31,6 +36,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -100,6 +106,100 @@ def percentile(values: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(values), q)) if values else float("nan")
 
 
+def stage_breakdown(repo: Path, connection: str, tracking_uri: str, model_alias: str, bundle: Path,
+                    ids: np.ndarray, batch: int, repeats: int = 30) -> list[tuple[str, float, float]]:
+    """In-process median ms of each /assign stage for 1 and ``batch`` customers (same bundle, same Redis)."""
+    from lookalike.online import OnlineFeatureReader
+    from serving.config import ServingConfig
+    from serving.core import LookalikeRuntime
+
+    config = ServingConfig(feature_repo=repo.resolve(), online_store="redis", redis_connection=connection,
+                           tracking_uri=tracking_uri, model_alias=model_alias, index_dir=bundle)
+    config.expand.build_population_at_load = False
+    runtime = LookalikeRuntime.load(config)
+    readers = {engine: OnlineFeatureReader(runtime.store, runtime.contract, engine=engine)
+               for engine in ("redis", "feast")}
+    rng = np.random.default_rng(2)
+
+    def median_ms(call: Any, n: int) -> float:
+        call()
+        times = []
+        for _ in range(n):
+            t0 = time.perf_counter()
+            call()
+            times.append((time.perf_counter() - t0) * 1000)
+        return float(np.median(times))
+
+    def timed_stages(size: int) -> list[tuple[str, float, float]]:
+        chosen = rng.choice(ids, size=size, replace=False)
+        n = repeats if size == 1 else max(3, repeats // 5)
+        frame, _ = readers["redis"].read(chosen)
+        embeddings = runtime.encoder.embed(frame)
+        exclude = runtime.bundle.anchor_rows(chosen)
+        stages = [
+            ("online read, Feast get_online_features (+ status)", lambda: readers["feast"].read_with_status(chosen)),
+            ("online read, direct Redis HMGET (+ status)", lambda: readers["redis"].read_with_status(chosen)),
+            ("encoder.embed (pandas preprocessing + forward)", lambda: runtime.encoder.embed(frame)),
+            ("FAISS search + exclusion", lambda: runtime.bundle.search(embeddings, runtime.k, exclude_anchor_rows=exclude)),
+            ("runtime.assign total (serving reader)", lambda: runtime.assign(chosen.tolist())),
+        ]
+        return [(name, float(size), median_ms(call, n if "Feast" not in name else max(3, n // 3)))
+                for name, call in stages]
+
+    rows = timed_stages(1) + timed_stages(batch)
+    return rows
+
+
+def run_http_phases(url: str, ids: np.ndarray, args: argparse.Namespace) -> dict[str, Any]:
+    rng = np.random.default_rng(1)
+    with httpx.Client(base_url=url, timeout=30) as client:
+        for i in ids[:50]:  # warm-up
+            client.post("/assign", json={"customer_ids": [int(i)]})
+        floor: list[float] = []
+        for _ in range(200):  # the HTTP stack alone: an open endpoint that does no work
+            t0 = time.perf_counter()
+            client.get("/healthz")
+            floor.append((time.perf_counter() - t0) * 1000)
+        latencies: list[float] = []
+        deadline = time.perf_counter() + args.seconds
+        while len(latencies) < args.requests and time.perf_counter() < deadline:
+            cid = int(rng.choice(ids))
+            t0 = time.perf_counter()
+            response = client.post("/assign", json={"customer_ids": [cid]})
+            latencies.append((time.perf_counter() - t0) * 1000)
+            response.raise_for_status()
+    result: dict[str, Any] = {"requests": len(latencies), "p50": percentile(latencies, 50),
+                              "p99": percentile(latencies, 99), "healthz_p50": percentile(floor, 50),
+                              "load1": load_average()}
+
+    done = 0
+    errors = 0
+    lock = threading.Lock()
+    stop_at = time.perf_counter() + min(args.seconds, 20.0)
+
+    def client_loop(seed: int) -> None:
+        nonlocal done, errors
+        local = np.random.default_rng(seed)
+        with httpx.Client(base_url=url, timeout=60) as c:
+            while time.perf_counter() < stop_at:
+                batch = local.choice(ids, size=args.batch).tolist()
+                r = c.post("/assign", json={"customer_ids": batch})
+                with lock:
+                    if r.status_code == 200:
+                        done += len(batch)
+                    else:
+                        errors += 1
+
+    t0 = time.perf_counter()
+    threads = [threading.Thread(target=client_loop, args=(s,)) for s in range(args.clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    result.update(throughput=done / (time.perf_counter() - t0), errors=errors, load2=load_average())
+    return result
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--feature-repo", default="feature_repo")
@@ -113,11 +213,14 @@ def main() -> int:
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--index-type", default="auto", help="auto (as the index builder) | flat | ivf | hnsw")
     parser.add_argument("--end-date", default=None, help="materialize features up to this date (default: now)")
+    parser.add_argument("--readers", default="auto",
+                        help="online reader engines to serve with, one server each: auto,redis,feast "
+                             "(LOOKALIKE_ONLINE_READER; auto = direct Redis)")
+    parser.add_argument("--no-breakdown", action="store_true", help="skip the in-process per-stage timings")
     args = parser.parse_args()
 
     low, high = (int(x) for x in args.customer_ids.split("-"))
     ids = np.arange(low, high + 1)
-    rng = np.random.default_rng(1)
     workdir = Path(tempfile.mkdtemp(prefix="bench-serving-"))
     started = time.perf_counter()
     bundle = synthetic_bundle(workdir, args.anchors, args.tracking_uri, args.model_alias, args.index_type)
@@ -128,82 +231,64 @@ def main() -> int:
 
     redis_process, redis_port = start_redis(workdir)
     connection = f"127.0.0.1:{redis_port}"
-    server: subprocess.Popen[bytes] | None = None
-    log = open(workdir / "server.log", "wb")  # noqa: SIM115 - lives as long as the server
+    results: dict[str, dict[str, Any]] = {}
+    breakdown: list[tuple[str, float, float]] = []
     try:
         started = time.perf_counter()
         report = materialize(MaterializeConfig(repo=Path(args.feature_repo), online="redis", redis_connection=connection,
                                                start_date="1970-01-01", end_date=args.end_date))
         print(f"Redis online store: {report.rows:,} view rows in {time.perf_counter() - started:.1f}s")
-        port = _free_port()
-        env = {**os.environ, "LOOKALIKE_FEATURE_REPO": str(Path(args.feature_repo).resolve()),
-               "LOOKALIKE_ONLINE_STORE": "redis", "LOOKALIKE_REDIS_URL": connection,
-               "MLFLOW_TRACKING_URI": args.tracking_uri, "LOOKALIKE_MODEL_ALIAS": args.model_alias,
-               "LOOKALIKE_INDEX_DIR": str(bundle), "BENTOML_DO_NOT_TRACK": "True"}
-        env.pop("LOOKALIKE_API_TOKEN", None)
+        if not args.no_breakdown:
+            breakdown = stage_breakdown(Path(args.feature_repo), connection, args.tracking_uri, args.model_alias,
+                                        bundle, ids, args.batch)
+            breakdown_load = load_average()
+        for reader in [r.strip() for r in args.readers.split(",") if r.strip()]:
+            results[reader] = serve_and_measure(reader, bundle, connection, ids, args, workdir)
+    finally:
+        redis_process.terminate()
+        redis_process.wait(timeout=10)
+        shutil.rmtree(workdir, ignore_errors=True)  # the 1M-anchor bundle is ~150 MB
+
+    if breakdown:
+        print(f"in-process /assign stages, median ms ({breakdown_load}):")
+        for name, size, ms in breakdown:
+            print(f"  {int(size):>4} ids  {name:<52} {ms:8.2f} ms")
+    for reader, r in results.items():
+        print(f"[reader={reader}] single-customer /assign, {r['requests']} requests, {args.anchors:,} anchors, "
+              f"Redis online features")
+        print(f"  HTTP floor (GET /healthz) p50 {r['healthz_p50']:7.2f} ms")
+        print(f"  p50 {r['p50']:7.2f} ms")
+        print(f"  p99 {r['p99']:7.2f} ms   target <= {P99_TARGET_MS:.0f} ms   ratio {P99_TARGET_MS / r['p99']:.2f}x   "
+              f"({r['load1']})")
+        print(f"[reader={reader}] batched /assign: {args.clients} clients x {args.batch} ids, {r['errors']} errors")
+        print(f"  {r['throughput']:,.0f} assignments/s   target >= {THROUGHPUT_TARGET:,.0f}   "
+              f"ratio {r['throughput'] / THROUGHPUT_TARGET:.2f}x   ({r['load2']})")
+    return 0
+
+
+def serve_and_measure(reader: str, bundle: Path, connection: str, ids: np.ndarray, args: argparse.Namespace,
+                      workdir: Path) -> dict[str, Any]:
+    port = _free_port()
+    env = {**os.environ, "LOOKALIKE_FEATURE_REPO": str(Path(args.feature_repo).resolve()),
+           "LOOKALIKE_ONLINE_STORE": "redis", "LOOKALIKE_REDIS_URL": connection,
+           "LOOKALIKE_ONLINE_READER": reader,
+           "MLFLOW_TRACKING_URI": args.tracking_uri, "LOOKALIKE_MODEL_ALIAS": args.model_alias,
+           "LOOKALIKE_INDEX_DIR": str(bundle), "BENTOML_DO_NOT_TRACK": "True"}
+    env.pop("LOOKALIKE_API_TOKEN", None)
+    log_path = workdir / f"server-{reader}.log"
+    with open(log_path, "wb") as log:
         server = subprocess.Popen(
             [str(Path(sys.executable).with_name("bentoml")), "serve", "serving.service:LookalikeService",
              "--host", "127.0.0.1", "--port", str(port)], cwd=REPO_ROOT, env=env, stdout=log,
             stderr=subprocess.STDOUT,
         )
-        url = f"http://127.0.0.1:{port}"
-        _wait_ready(url, server, workdir / "server.log")
-        with httpx.Client(base_url=url, timeout=30) as client:
-            for i in ids[:50]:  # warm-up
-                client.post("/assign", json={"customer_ids": [int(i)]})
-            latencies: list[float] = []
-            deadline = time.perf_counter() + args.seconds
-            while len(latencies) < args.requests and time.perf_counter() < deadline:
-                cid = int(rng.choice(ids))
-                t0 = time.perf_counter()
-                response = client.post("/assign", json={"customer_ids": [cid]})
-                latencies.append((time.perf_counter() - t0) * 1000)
-                response.raise_for_status()
-        p50, p99 = percentile(latencies, 50), percentile(latencies, 99)
-        load_phase1 = load_average()
-
-        done = 0
-        errors = 0
-        lock = threading.Lock()
-        stop_at = time.perf_counter() + min(args.seconds, 20.0)
-
-        def client_loop(seed: int) -> None:
-            nonlocal done, errors
-            local = np.random.default_rng(seed)
-            with httpx.Client(base_url=url, timeout=60) as c:
-                while time.perf_counter() < stop_at:
-                    batch = local.choice(ids, size=args.batch).tolist()
-                    r = c.post("/assign", json={"customer_ids": batch})
-                    with lock:
-                        if r.status_code == 200:
-                            done += len(batch)
-                        else:
-                            errors += 1
-
-        t0 = time.perf_counter()
-        threads = [threading.Thread(target=client_loop, args=(s,)) for s in range(args.clients)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        throughput = done / (time.perf_counter() - t0)
-        load_phase2 = load_average()
-    finally:
-        if server is not None:
+        try:
+            url = f"http://127.0.0.1:{port}"
+            _wait_ready(url, server, log_path)
+            return run_http_phases(url, ids, args)
+        finally:
             server.terminate()
             server.wait(timeout=30)
-        log.close()
-        redis_process.terminate()
-        redis_process.wait(timeout=10)
-        shutil.rmtree(workdir, ignore_errors=True)  # the 1M-anchor bundle is ~150 MB
-
-    print(f"single-customer /assign, {len(latencies)} requests, {args.anchors:,} anchors, Redis online features")
-    print(f"  p50 {p50:7.2f} ms")
-    print(f"  p99 {p99:7.2f} ms   target <= {P99_TARGET_MS:.0f} ms   ratio {P99_TARGET_MS / p99:.2f}x   ({load_phase1})")
-    print(f"batched /assign: {args.clients} clients x {args.batch} ids, {errors} errors")
-    print(f"  {throughput:,.0f} assignments/s   target >= {THROUGHPUT_TARGET:,.0f}   "
-          f"ratio {throughput / THROUGHPUT_TARGET:.2f}x   ({load_phase2})")
-    return 0
 
 
 def _free_port() -> int:

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from lookalike.contract import JOIN_KEY, FeatureContract, find_view_by_role
+from lookalike.contract import JOIN_KEY, FeatureContract, FeatureSpec, find_view_by_role
 from lookalike.errors import ConfigError, LookalikeError
 
 ENV_ONLINE_READER = "LOOKALIKE_ONLINE_READER"
@@ -120,12 +120,18 @@ def _decode_ints(cells: Sequence[bytes | None], tag: int) -> np.ndarray:
     if not rows:
         return out
     padded = bytearray()
-    for i in rows:
+    lengths = np.empty(len(rows), dtype=np.int64)
+    for k, i in enumerate(rows):
         cell = cells[i]
-        if cell is None or cell[0] != tag or len(cell) > 11 or cell[-1] & 0x80:
+        if cell is None or cell[0] != tag or not 2 <= len(cell) <= 11:
             raise _UnexpectedEncoding
+        lengths[k] = len(cell) - 1
         padded += cell[1:].ljust(10, b"\x00")
-    groups = np.frombuffer(bytes(padded), dtype=np.uint8).reshape(len(rows), 10).astype(np.uint64)
+    raw = np.frombuffer(bytes(padded), dtype=np.uint8).reshape(len(rows), 10)
+    # Exactly one varint per cell: every byte but its last carries the continuation bit.
+    if ((raw & 0x80) != 0).sum(axis=1).tolist() != (lengths - 1).tolist():
+        raise _UnexpectedEncoding
+    groups = raw.astype(np.uint64)
     shifts = np.arange(10, dtype=np.uint64) * np.uint64(7)
     # Ten 7-bit groups cover 64 bits; wrap-around past bit 63 is how negatives are encoded.
     unsigned = np.bitwise_or.reduce((groups & np.uint64(0x7F)) << shifts, axis=1)
@@ -184,6 +190,43 @@ def _decode_column(cells: Sequence[bytes | None], dtype: str) -> Any:
     if dtype == "String":
         return values.where(values.notna(), None).to_numpy()
     return list(values)
+
+
+_GROUPED = ("Float64", "Float32", "Int64", "Int32", "Bool")
+
+
+def _decode_fields(replies: list[list[bytes | None]], specs: Sequence[FeatureSpec]) -> tuple[list[Any], np.ndarray]:
+    """(decoded column per spec, rows with any non-null value); fixed-type fields are decoded
+    together, one numpy pass per type."""
+    columns: list[Any] = [None] * len(specs)
+    n = len(replies)
+    found = np.zeros(n, dtype=bool)
+    for dtype in _GROUPED:
+        positions = [j for j, spec in enumerate(specs) if spec.dtype == dtype]
+        if not positions:
+            continue
+        # Row-major over (customer, field): one decoder call for all fields of this type.
+        cells = [reply[j] for reply in replies for j in positions]
+        try:
+            block = _DECODERS[dtype](cells)
+        except _UnexpectedEncoding:
+            continue  # decoded field by field below, with the generic fallback
+        if isinstance(block, pd.arrays.BooleanArray):
+            values = block.to_numpy(dtype=bool, na_value=False).reshape(n, len(positions))
+            mask = block.isna().reshape(n, len(positions))
+            found |= ~mask.all(axis=1)
+            for k, j in enumerate(positions):
+                columns[j] = pd.arrays.BooleanArray(values[:, k].copy(), mask[:, k].copy())
+        else:
+            matrix = block.reshape(n, len(positions))
+            found |= ~np.isnan(matrix).all(axis=1)
+            for k, j in enumerate(positions):
+                columns[j] = matrix[:, k].copy()
+    for j, spec in enumerate(specs):
+        if columns[j] is None:
+            columns[j] = _decode_column([reply[j] for reply in replies], spec.dtype)
+            found |= _column_present(columns[j])
+    return columns, found
 
 
 def _column_present(column: Any) -> np.ndarray:
@@ -343,14 +386,8 @@ class OnlineFeatureReader:
     def _read_redis(self, ids: np.ndarray, with_status: bool) -> tuple[pd.DataFrame, np.ndarray, pd.DataFrame | None]:
         assert self._redis is not None
         replies = self._redis.fetch(ids)
-        by_field = list(zip(*replies, strict=True))
-        columns: dict[str, Any] = {JOIN_KEY: ids}
-        found = np.zeros(len(ids), dtype=bool)
-        for j, spec in enumerate(self._redis.specs):
-            column = _decode_column(by_field[j], spec.dtype)
-            found |= _column_present(column)
-            columns[spec.column] = column
-        frame = pd.DataFrame(columns)
+        decoded, found = _decode_fields(replies, self._redis.specs)
+        frame = pd.DataFrame({JOIN_KEY: ids, **dict(zip(self.contract.columns, decoded, strict=True))})
         status = self._status_from_cells(ids, replies, len(self._redis.specs)) if with_status else None
         return frame, found, status
 
@@ -359,8 +396,9 @@ class OnlineFeatureReader:
         for name in STATUS_FIELDS:
             frame[name] = np.zeros(len(ids), dtype=bool)
         for k, (name, _) in enumerate(self._status_views):
-            values = _python_values([reply[offset + k] for reply in replies])
-            frame[name] = np.array([bool(v) if v is not None else False for v in values], dtype=bool)
+            column = _decode_column([reply[offset + k] for reply in replies], "Bool")
+            # Absent means "not opted in" / "not suppressed", as on the Feast path.
+            frame[name] = column.to_numpy(dtype=bool, na_value=False)
         return frame
 
     # ------------------------------------------------------------------ Feast

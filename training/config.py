@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lookalike.settings import DEFAULT_TRACKING_URI, EXPERIMENT_NAME, REGISTERED_MODEL_NAME
+from training.segment_weights import WEIGHTINGS
 
 PROMOTE_CHOICES = ("always", "if_better", "never")
 
@@ -44,6 +45,17 @@ class SamplingConfig:
     pairs_per_epoch: int = 200_000
     validation_pairs: int = 20_000
     test_pairs: int = 20_000
+
+
+@dataclass
+class SegmentWeightingConfig:
+    # none: every segment counts equally in the pair target (as published); predictability:
+    # each segment weighted by how well the legitimate-interest features explain it on the
+    # training split (training/segment_weights.py), so unexplainable segments stop being noise.
+    method: str = "none"
+    # weight = (held-out Gini / max Gini) ** power, never below floor.
+    power: float = 1.0
+    floor: float = 0.05
 
 
 @dataclass
@@ -89,6 +101,7 @@ class TrainConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     preprocessing: PreprocessingConfig = field(default_factory=PreprocessingConfig)
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    segment_weighting: SegmentWeightingConfig = field(default_factory=SegmentWeightingConfig)
     split: SplitConfig = field(default_factory=SplitConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
@@ -100,5 +113,13 @@ class TrainConfig:
         fractions = self.split.validation_fraction + self.split.test_fraction
         if not 0 < fractions < 1:
             raise ValueError("split.validation_fraction + split.test_fraction must be in (0, 1)")
+        if self.segment_weighting.method not in WEIGHTINGS:
+            raise ValueError(f"segment_weighting.method must be one of {WEIGHTINGS}, "
+                             f"got {self.segment_weighting.method!r}")
+        if self.segment_weighting.method != "none" and self.target != "cosine":
+            # scaling label vectors by sqrt(weight) is an exact weighted cosine, not a weighted Jaccard/Hamming
+            raise ValueError("segment_weighting requires target=cosine")
+        if not 0 < self.segment_weighting.floor <= 1:
+            raise ValueError("segment_weighting.floor must be in (0, 1]")
         if not 0 <= self.sampling.natural_fraction <= 1:
             raise ValueError("sampling.natural_fraction must be in [0, 1]")

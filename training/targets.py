@@ -44,8 +44,9 @@ def _both_empty(size_a: torch.Tensor, size_b: torch.Tensor) -> torch.Tensor:
 
 @register_target("cosine")
 def cosine_target(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Cosine of the vectors (binary or real-valued, e.g. segment-weighted labels)."""
     inter = (a * b).sum(dim=1)
-    size_a, size_b = a.sum(dim=1), b.sum(dim=1)
+    size_a, size_b = (a * a).sum(dim=1), (b * b).sum(dim=1)
     denom = torch.sqrt(size_a * size_b)
     sim = torch.where(denom > 0, inter / denom.clamp_min(1e-12), torch.zeros_like(inter))
     return torch.where(_both_empty(size_a, size_b), torch.ones_like(sim), sim)

@@ -37,6 +37,7 @@ from training.sampling import (
     n_bins,
     natural_bin_counts,
 )
+from training.segment_weights import scale_labels, segment_weights
 from training.targets import get_target
 
 log = logging.getLogger(__name__)
@@ -147,17 +148,23 @@ def fit(
 
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
+    train_features = preprocessor.feature_matrix(train.frame)
+    weights = segment_weights(train_features, train.labels, config.segment_weighting.method,
+                              config.segment_weighting.power, config.segment_weighting.floor, config.seed)
     train_labels = torch.from_numpy(train.labels)
-    natural_counts = natural_bin_counts(train_labels, target_fn, config.sampling.natural_pairs, bins, generator)
+    train_targets = torch.from_numpy(scale_labels(train.labels, weights))
+    natural_counts = natural_bin_counts(train_targets, target_fn, config.sampling.natural_pairs, bins, generator)
     bin_weights = bin_weights_from_counts(natural_counts)
     sampler = BalancedPairSampler(
-        train_labels, target_fn, bin_weights, config.sampling.batch_size, config.sampling.pool_factor,
+        train_targets, target_fn, bin_weights, config.sampling.batch_size, config.sampling.pool_factor,
         config.sampling.natural_fraction, generator,
     )
-    val_pairs = fixed_pairs(torch.from_numpy(val.labels), target_fn, config.sampling.validation_pairs, generator)
-    test_pairs = fixed_pairs(torch.from_numpy(test.labels), target_fn, config.sampling.test_pairs, generator)
+    val_pairs = fixed_pairs(torch.from_numpy(scale_labels(val.labels, weights)), target_fn,
+                            config.sampling.validation_pairs, generator)
+    test_pairs = fixed_pairs(torch.from_numpy(scale_labels(test.labels, weights)), target_fn,
+                             config.sampling.test_pairs, generator)
     knn_queries = _knn_queries(val, config.knn_max_queries, generator)
-    raw_knn = knn_micro_f1(preprocessor.feature_matrix(train.frame), train.labels,
+    raw_knn = knn_micro_f1(train_features, train.labels,
                            preprocessor.feature_matrix(val.frame.iloc[knn_queries]), val.labels[knn_queries],
                            config.knn_k)
 
@@ -226,6 +233,7 @@ def fit(
         "natural_bin_counts": natural_counts.tolist(),
         "bin_width": config.sampling.bin_width,
         "target": config.target,
+        "segment_weights": [round(float(w), 6) for w in weights],
         "split": {"seed": config.split.seed, "validation_fraction": config.split.validation_fraction,
                   "test_fraction": config.split.test_fraction},
         "snapshot_manifest": snapshot.manifest,

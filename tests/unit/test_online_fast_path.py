@@ -25,6 +25,7 @@ from lookalike.online import (
     OnlineStoreUnavailable,
     _cast,
     _decode_column,
+    _decode_fields,
     _python_values,
 )
 from tests.fixtures.data import RUN_DATE
@@ -74,6 +75,26 @@ def test_unexpected_encoding_falls_back_to_feast_conversion() -> None:
     decoded = pd.Series(_decode_column(cells, "Float64"), name="v__f")
     pd.testing.assert_series_equal(decoded, _feast_column(cells, "Float64"))
     assert decoded.tolist()[:2] == [2.5, 7.0]
+
+
+@pytest.mark.unit
+def test_fields_decoded_by_type_equal_fields_decoded_one_by_one() -> None:
+    specs = [FeatureSpec("v", name, dtype, "numeric") for name, dtype in
+             [("a", "Float64"), ("b", "Bool"), ("c", "String"), ("d", "Float64"), ("e", "Int64"), ("f", "Bool")]]
+    by_field = [
+        _cells([1.0, None, 3.0], ValueType.DOUBLE),
+        _cells([True, False, None], ValueType.BOOL),
+        _cells(["x", None, "y"], ValueType.STRING),
+        # An int64 cell among doubles: this type's block falls back to field-by-field decoding.
+        [*_cells([0.5], ValueType.DOUBLE)[:1], *_cells([9], ValueType.INT64)[:1], None, None],
+        _cells([5, None, -1], ValueType.INT64),
+        [None, None, None, None],
+    ]
+    replies = [list(row) for row in zip(*by_field, strict=True)]
+    columns, found = _decode_fields(replies, specs)
+    for column, cells, spec in zip(columns, by_field, specs, strict=True):
+        pd.testing.assert_series_equal(pd.Series(column), pd.Series(_decode_column(cells, spec.dtype)))
+    assert found.tolist() == [True, True, True, False]
 
 
 @pytest.mark.integration

@@ -83,3 +83,32 @@ def test_objective_adds_weighted_auxiliary_bce_only_when_enabled() -> None:
     mixed = PairObjective(0.5)(ea, ea, target, logits, labels)
     assert float(mixed.auxiliary) == pytest.approx(float(torch.log(torch.tensor(2.0))), abs=1e-5)
     assert float(mixed.total) == pytest.approx(0.7 + 0.5 * float(mixed.auxiliary), abs=1e-5)
+
+
+def test_scaled_labels_give_the_weighted_cosine() -> None:
+    import numpy as np
+
+    from training.segment_weights import scale_labels
+
+    a = np.array([[1, 1, 0, 1]], dtype=np.float32)
+    b = np.array([[1, 0, 1, 1]], dtype=np.float32)
+    w = np.array([1.0, 0.25, 0.5, 0.05])
+    expected = (w * a * b).sum() / np.sqrt((w * a).sum() * (w * b).sum())
+    sims = get_target("cosine")(torch.from_numpy(scale_labels(a, w)), torch.from_numpy(scale_labels(b, w)))
+    assert sims.item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_predictability_weights_rank_explained_segments_above_noise() -> None:
+    import numpy as np
+
+    from training.segment_weights import segment_weights
+
+    rng = np.random.default_rng(0)
+    features = rng.normal(size=(2000, 6)).astype(np.float32)
+    explained = features[:, 0] + 0.3 * rng.normal(size=2000) > 0.5
+    noise = rng.random(2000) < 0.3
+    labels = np.c_[explained, noise].astype(np.float32)
+    weights = segment_weights(features, labels, "predictability", power=1.0, floor=0.05, seed=1)
+    assert weights[0] == pytest.approx(1.0)
+    assert weights[1] <= 0.1
+    assert segment_weights(features, labels, "none", 1.0, 0.05, 1).tolist() == [1.0, 1.0]
