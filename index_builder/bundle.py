@@ -9,6 +9,7 @@ aggregation, per-segment thresholds, segment names, search parameters) and
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from collections.abc import Sequence
@@ -115,11 +116,16 @@ class IndexBundle:
     def decide(self, scores: np.ndarray) -> np.ndarray:
         return decide(scores, self.assignment.threshold_array)
 
+    @functools.cached_property
+    def _sorted_anchor_ids(self) -> tuple[np.ndarray, np.ndarray]:
+        # Sorted once per bundle: serving looks anchors up on every request.
+        order = np.argsort(self.anchor_ids, kind="stable")
+        return order, self.anchor_ids[order]
+
     def anchor_rows(self, customer_ids: Sequence[int] | np.ndarray) -> np.ndarray:
         """Row of each customer id among the anchors, ``-1`` where it is not an anchor."""
         ids = np.asarray(customer_ids, dtype=np.int64)
-        order = np.argsort(self.anchor_ids)
-        sorted_ids = self.anchor_ids[order]
+        order, sorted_ids = self._sorted_anchor_ids
         pos = np.clip(np.searchsorted(sorted_ids, ids), 0, max(len(sorted_ids) - 1, 0))
         found = sorted_ids[pos] == ids if len(sorted_ids) else np.zeros(len(ids), bool)
         return np.where(found, order[pos], -1)
