@@ -173,6 +173,22 @@ def test_training_learns_more_than_chance(synthetic_snapshot: Path) -> None:
     assert result.best_knn.best > 0.3
 
 
+PUBLISHED_RECIPE = ("aux_weight=0", "segment_weighting.method=none", "monitor=val_mae",
+                    "sampling.natural_fraction=0")
+
+
+@pytest.mark.unit
+def test_published_recipe_stays_reachable_and_default_weights_segments(synthetic_snapshot: Path) -> None:
+    published = fit(smoke_config(synthetic_snapshot, "epochs=1", *PUBLISHED_RECIPE))
+    assert published.encoder.metadata["segment_weights"] == [1.0] * len(published.encoder.segments)
+    assert published.history[0].aux_bce == 0.0
+    default = fit(smoke_config(synthetic_snapshot, "epochs=1"))
+    weights = np.asarray(default.encoder.metadata["segment_weights"])
+    # Predictability weights are data-driven: not all equal, all within [floor, 1].
+    assert weights.max() == pytest.approx(1.0) and weights.min() >= 0.05 and weights.std() > 0
+    assert default.history[0].aux_bce > 0
+
+
 # ------------------------------------------------------------------ bad input
 def _write(tmp_path: Path, frame: pd.DataFrame, contract: FeatureContract | None = None,
            vocabulary: list[str] | None = None) -> Path:

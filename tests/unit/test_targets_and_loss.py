@@ -112,3 +112,12 @@ def test_predictability_weights_rank_explained_segments_above_noise() -> None:
     assert weights[0] == pytest.approx(1.0)
     assert weights[1] <= 0.1
     assert segment_weights(features, labels, "none", 1.0, 0.05, 1).tolist() == [1.0, 1.0]
+
+
+def test_segment_weighting_with_a_non_cosine_target_fails_clearly() -> None:
+    from training.config import SegmentWeightingConfig, TrainConfig
+
+    with pytest.raises(ValueError, match="segment_weighting.method=none"):
+        TrainConfig(target="jaccard")
+    unweighted = SegmentWeightingConfig(method="none")
+    assert TrainConfig(target="jaccard", segment_weighting=unweighted).target == "jaccard"
