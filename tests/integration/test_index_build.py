@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from index_builder.bundle import current_path, load_bundle
+from index_builder.config import AssignmentParams
 from lookalike.errors import ArtifactError
 from tests.fixtures.data import RUN_DATE
 from tests.fixtures.index import build_config
@@ -31,7 +32,7 @@ def test_bundle_follows_the_contract(index_bundle_dir: Path, trained_model, feat
     assert not set(bundle.anchor_ids.tolist()) & set(population.customer_ids[population.suppressed].tolist())
     assert bundle.anchor_segments.shape == (len(bundle.anchor_ids), len(bundle.segments))
     spec = bundle.assignment
-    assert spec.k == 10 and spec.aggregation == "weighted" and len(spec.thresholds) == len(bundle.segments)
+    assert spec.k == AssignmentParams().k and spec.aggregation == "weighted" and len(spec.thresholds) == len(bundle.segments)
     assert min(spec.thresholds) >= 0.2 - 1e-9 and "calibrated" in spec.threshold_source
     assert manifest["counts"]["calibration_customers"] > 50
 
