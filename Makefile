@@ -4,8 +4,8 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-# Demo scale; `make demo CUSTOMERS=20000`.
-CUSTOMERS ?= 5000
+# Demo scale comes from configs/demo.yaml; `make demo CUSTOMERS=5000` overrides it.
+CUSTOMERS ?=
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
@@ -31,7 +31,7 @@ redis: ## install redis-server (Debian package) if it is missing; tests start th
 	@redis-server --version
 
 demo: install ## run the whole system end to end on the synthetic base (embedded defaults)
-	$(BIN)/lookalike demo --config configs/demo.yaml --customers $(CUSTOMERS)
+	$(BIN)/lookalike demo --config configs/demo.yaml $(if $(CUSTOMERS),customers=$(CUSTOMERS))
 
 test: install redis ## install and run the whole test suite (unit, integration, e2e)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
