@@ -189,3 +189,20 @@ def find_model_service(store: Any) -> str:
             "name one explicitly with feature_service=..."
         )
     return names[0]
+
+
+def cast_to_contract(frame: Any, contract: FeatureContract, errors: str = "raise") -> Any:
+    """One pandas dtype per Feast type, whatever the source wrote, so offline snapshots and
+    online reads hand the model identical dtypes (numbers float64, Bool ``boolean``,
+    String object with ``None`` for missing)."""
+    import pandas as pd
+
+    for spec in contract.features:
+        column = frame[spec.column]
+        if spec.dtype in ("Float64", "Float32", "Int64", "Int32"):
+            frame[spec.column] = pd.to_numeric(column, errors=errors).astype("float64")
+        elif spec.dtype == "Bool":
+            frame[spec.column] = column.astype("boolean")
+        elif spec.dtype == "String":
+            frame[spec.column] = column.astype("object").where(column.notna(), None)
+    return frame

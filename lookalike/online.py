@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from lookalike.contract import JOIN_KEY, FeatureContract, FeatureSpec, find_view_by_role
+from lookalike.contract import JOIN_KEY, FeatureContract, FeatureSpec, cast_to_contract, find_view_by_role
 from lookalike.errors import ConfigError, LookalikeError
 
 ENV_ONLINE_READER = "LOOKALIKE_ONLINE_READER"
@@ -61,18 +61,6 @@ def _is_unavailable(exc: BaseException) -> bool:
             return True
         chain = chain.__cause__ or chain.__context__
     return False
-
-
-def _cast(frame: pd.DataFrame, contract: FeatureContract) -> pd.DataFrame:
-    for spec in contract.features:
-        column = frame[spec.column]
-        if spec.dtype in ("Float64", "Float32", "Int64", "Int32"):
-            frame[spec.column] = pd.to_numeric(column, errors="coerce").astype("float64")
-        elif spec.dtype == "Bool":
-            frame[spec.column] = column.astype("boolean")
-        elif spec.dtype == "String":
-            frame[spec.column] = column.astype("object").where(column.notna(), None)
-    return frame
 
 
 # ------------------------------------------------------------------ Redis value decoding
@@ -416,12 +404,12 @@ class OnlineFeatureReader:
     def _read_feast(self, ids: np.ndarray) -> tuple[pd.DataFrame, np.ndarray]:
         if len(ids) == 0:
             empty = pd.DataFrame({JOIN_KEY: ids, **{c: [] for c in self.contract.columns}})
-            return _cast(empty, self.contract), np.zeros(0, dtype=bool)
+            return cast_to_contract(empty, self.contract, errors="coerce"), np.zeros(0, dtype=bool)
         values = self._online(self.contract.feature_refs, ids)
         frame = pd.DataFrame({JOIN_KEY: ids})
         for column in self.contract.columns:
             frame[column] = values.get(column, [None] * len(ids))
-        frame = _cast(frame, self.contract)
+        frame = cast_to_contract(frame, self.contract, errors="coerce")
         found = frame[self.contract.columns].notna().any(axis=1).to_numpy()
         return frame, found
 

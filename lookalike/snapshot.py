@@ -32,6 +32,7 @@ from lookalike.config import cli_overrides, config_to_dict, load_config
 from lookalike.contract import (
     JOIN_KEY,
     FeatureContract,
+    cast_to_contract,
     find_model_service,
     find_view_by_role,
     load_contract,
@@ -117,19 +118,6 @@ def _normalise_entity_df(entity_df: pd.DataFrame) -> pd.DataFrame:
     return frame.drop_duplicates().reset_index(drop=True)
 
 
-def _cast_to_contract(frame: pd.DataFrame, contract: FeatureContract) -> pd.DataFrame:
-    """One dtype per Feast type, whatever Parquet types the feature jobs wrote."""
-    for spec in contract.features:
-        column = frame[spec.column]
-        if spec.dtype in ("Float64", "Float32", "Int64", "Int32"):
-            frame[spec.column] = pd.to_numeric(column, errors="raise").astype("float64")
-        elif spec.dtype == "Bool":
-            frame[spec.column] = column.astype("boolean")
-        elif spec.dtype == "String":
-            frame[spec.column] = column.astype("object").where(column.notna(), None)
-    return frame
-
-
 def _rows_with_data(view: Any, entities: pd.DataFrame) -> np.ndarray:
     """Mask of entity rows that have a source row of ``view`` inside its TTL window.
 
@@ -200,7 +188,7 @@ def build_point_in_time_features(store: Any, contract: FeatureContract, entity_d
             part = fetched[[JOIN_KEY, TIMESTAMP_COLUMN, *view_columns]].drop_duplicates([JOIN_KEY, TIMESTAMP_COLUMN])
             dropped += int(has_data.sum()) - len(part)
         merged = merged.merge(part, on=[JOIN_KEY, TIMESTAMP_COLUMN], how="left")
-    merged = _cast_to_contract(merged[[JOIN_KEY, TIMESTAMP_COLUMN, *contract.columns]].copy(), contract)
+    merged = cast_to_contract(merged[[JOIN_KEY, TIMESTAMP_COLUMN, *contract.columns]].copy(), contract)
 
     if dropped:
         log.warning("Feast's offline store dropped %d entity rows that had data (kept with null features)", dropped)

@@ -17,13 +17,12 @@ import pytest
 from feast.type_map import python_values_to_proto_values
 from feast.value_type import ValueType
 
-from lookalike.contract import FeatureContract, FeatureSpec, load_contract
+from lookalike.contract import FeatureContract, FeatureSpec, cast_to_contract, load_contract
 from lookalike.errors import ConfigError
 from lookalike.feast_utils import open_store
 from lookalike.online import (
     OnlineFeatureReader,
     OnlineStoreUnavailable,
-    _cast,
     _decode_column,
     _decode_fields,
     _python_values,
@@ -56,7 +55,7 @@ def _cells(values: list[object], value_type: ValueType) -> list[bytes | None]:
 def _feast_column(cells: list[bytes | None], dtype: str) -> pd.Series:
     """What the Feast path builds: ``to_dict`` values, then the reader's cast."""
     contract = FeatureContract("s", "1", (FeatureSpec("v", "f", dtype, "numeric"),))
-    return _cast(pd.DataFrame({"v__f": _python_values(cells)}), contract)["v__f"]
+    return cast_to_contract(pd.DataFrame({"v__f": _python_values(cells)}), contract, errors="coerce")["v__f"]
 
 
 @pytest.mark.unit
