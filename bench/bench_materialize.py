@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -32,6 +30,7 @@ from lookalike.feast_utils import (  # noqa: E402
     prepare_repo,
     write_synthetic_feature_tables,
 )
+from lookalike.local_redis import LocalRedis  # noqa: E402
 from lookalike.materialize import MaterializeConfig, online_views, run  # noqa: E402
 from lookalike.online import OnlineFeatureReader  # noqa: E402
 from lookalike.snapshot import build_point_in_time_features  # noqa: E402
@@ -39,28 +38,6 @@ from lookalike.snapshot import build_point_in_time_features  # noqa: E402
 SNAPSHOT = "2026-11-22"
 TARGET_CUSTOMERS = 1_000_000
 TARGET_SECONDS = 300.0
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def start_redis(workdir: Path) -> tuple[subprocess.Popen[bytes], int]:
-    port = free_port()
-    process = subprocess.Popen(
-        [shutil.which("redis-server") or "redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-         "--appendonly", "no", "--dir", str(workdir), "--hash-max-listpack-entries", "256"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    for _ in range(100):
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return process, port
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError("redis-server did not start")
 
 
 def build(workdir: Path, customers: int, online: str, connection: str | None) -> Path:
@@ -105,7 +82,8 @@ def main() -> int:
     parser.add_argument("--skip-before", action="store_true")
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="bench_materialize-"))
-    process, port = start_redis(root)
+    redis = LocalRedis(root, ["--hash-max-listpack-entries", "256"]).start()
+    port = redis.port
     try:
         print(f"online views: 7 (5 legitimate-interest, 91 features + consent/suppression); snapshot {SNAPSHOT}")
         if not args.skip_before:
@@ -126,8 +104,7 @@ def main() -> int:
               f"-> ratio to target {scaled / TARGET_SECONDS:.2f} ({'MET' if scaled <= TARGET_SECONDS else 'MISSED'})")
         verify(fast_repo, n)
     finally:
-        process.terminate()
-        process.wait(timeout=30)
+        redis.stop()
         shutil.rmtree(root, ignore_errors=True)
     return 0
 

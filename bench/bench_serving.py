@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -41,6 +40,8 @@ from typing import Any
 import httpx
 import numpy as np
 import scipy.sparse as sp
+
+from lookalike.local_redis import LocalRedis, free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
@@ -79,23 +80,6 @@ def synthetic_bundle(out_dir: Path, n_anchors: int, tracking_uri: str, model_ali
                  feature_service=info.feature_service, feature_service_version=info.feature_service_version)
     print(f"  index {built.index_type} {built.params} recall@10 {built.recall_at_k}")
     return path
-
-
-def start_redis(workdir: Path) -> tuple[subprocess.Popen[bytes], int]:
-    port = _free_port()
-    process = subprocess.Popen(
-        [shutil.which("redis-server") or "redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-         "--appendonly", "no", "--dir", str(workdir)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    for _ in range(100):
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return process, port
-        except OSError:
-            time.sleep(0.05)
-    process.terminate()
-    raise RuntimeError("redis-server did not start")
 
 
 def load_average() -> str:
@@ -229,7 +213,8 @@ def main() -> int:
     from lookalike.materialize import MaterializeConfig
     from lookalike.materialize import run as materialize
 
-    redis_process, redis_port = start_redis(workdir)
+    redis = LocalRedis(workdir).start()
+    redis_port = redis.port
     connection = f"127.0.0.1:{redis_port}"
     results: dict[str, dict[str, Any]] = {}
     breakdown: list[tuple[str, float, float]] = []
@@ -245,8 +230,7 @@ def main() -> int:
         for reader in [r.strip() for r in args.readers.split(",") if r.strip()]:
             results[reader] = serve_and_measure(reader, bundle, connection, ids, args, workdir)
     finally:
-        redis_process.terminate()
-        redis_process.wait(timeout=10)
+        redis.stop()
         shutil.rmtree(workdir, ignore_errors=True)  # the 1M-anchor bundle is ~150 MB
 
     if breakdown:
@@ -268,7 +252,7 @@ def main() -> int:
 
 def serve_and_measure(reader: str, bundle: Path, connection: str, ids: np.ndarray, args: argparse.Namespace,
                       workdir: Path) -> dict[str, Any]:
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "LOOKALIKE_FEATURE_REPO": str(Path(args.feature_repo).resolve()),
            "LOOKALIKE_ONLINE_STORE": "redis", "LOOKALIKE_REDIS_URL": connection,
            "LOOKALIKE_ONLINE_READER": reader,
@@ -289,12 +273,6 @@ def serve_and_measure(reader: str, bundle: Path, connection: str, ids: np.ndarra
         finally:
             server.terminate()
             server.wait(timeout=30)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _wait_ready(url: str, server: subprocess.Popen[bytes], log_path: Path) -> None:
