@@ -21,7 +21,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import REPO_ROOT, free_port
+from lookalike.local_redis import free_port
+from tests.conftest import REPO_ROOT
 from tests.fixtures.data import RUN_DATE
 from tests.fixtures.feast import apply_repo
 from tests.integration.test_serving_inprocess import EXAMPLE_REQUEST, TOKEN, UNKNOWN_ID, serving_env
