@@ -1,4 +1,4 @@
-"""Multi-label classification metrics per segment, and the "recoverable?" verdict."""
+"""Multi-label classification metrics per segment (scikit-learn), and the "recoverable?" verdict."""
 
 from __future__ import annotations
 
@@ -8,12 +8,15 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
+from sklearn.metrics import confusion_matrix, multilabel_confusion_matrix, precision_recall_fscore_support
 
 
-def _dense_bool(matrix: np.ndarray | sp.spmatrix) -> np.ndarray:
+def _to_csr_bool(matrix: np.ndarray | sp.spmatrix) -> sp.csr_matrix:
+    """Label indicator matrix as sparse booleans: scikit-learn's multilabel format."""
     if sp.issparse(matrix):
-        return np.asarray(matrix.toarray(), dtype=bool)  # type: ignore[union-attr]
-    return np.asarray(matrix).astype(bool)
+        return sp.csr_matrix(matrix, dtype=bool)
+    dense = np.asarray(matrix)
+    return sp.csr_matrix(dense.reshape(dense.shape[0], -1).astype(bool))
 
 
 def prior_f1(prevalence: np.ndarray) -> np.ndarray:
@@ -46,31 +49,32 @@ def segment_metrics(
     ``prevalence`` (share of holders among the anchors) gives the prior F1 a label-free rule
     reaches; when omitted, the evaluated customers' own prevalence is used.
     """
-    y = _dense_bool(truth)
-    p = _dense_bool(predicted)
-    tp = (y & p).sum(axis=0).astype(np.float64)
-    fp = (~y & p).sum(axis=0).astype(np.float64)
-    fn = (y & ~p).sum(axis=0).astype(np.float64)
-    support = y.sum(axis=0)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        precision = np.where(tp + fp > 0, tp / (tp + fp), 0.0)
-        recall = np.where(tp + fn > 0, tp / (tp + fn), 0.0)
-        f1 = np.where(2 * tp + fp + fn > 0, 2 * tp / (2 * tp + fp + fn), 0.0)
+    y = _to_csr_bool(truth)
+    p = _to_csr_bool(predicted)
+    # Per-segment 2x2 counts, [[tn, fp], [fn, tp]], from scikit-learn (sparse-aware).
+    confusion = multilabel_confusion_matrix(y, p) if y.shape[1] else np.zeros((0, 2, 2), dtype=np.int64)
+    tp, fp, fn = confusion[:, 1, 1], confusion[:, 0, 1], confusion[:, 1, 0]
+    support = tp + fn
+    if y.shape[1]:
+        precision, recall, f1, _ = precision_recall_fscore_support(y, p, average=None, zero_division=0.0)
+        micro_p, micro_r, micro_f1, _ = precision_recall_fscore_support(y, p, average="micro", zero_division=0.0)
+    else:
+        precision = recall = f1 = np.zeros(0)
+        micro_p = micro_r = micro_f1 = 0.0
     if prevalence is None:
-        prevalence = y.mean(axis=0) if len(y) else np.zeros(y.shape[1])
+        prevalence = support / y.shape[0] if y.shape[0] else np.zeros(y.shape[1])
     frame = pd.DataFrame({
-        "segment": list(segments), "support": support, "predicted": p.sum(axis=0),
+        "segment": list(segments), "support": support, "predicted": tp + fp,
         "tp": tp.astype(int), "fp": fp.astype(int), "fn": fn.astype(int),
-        "precision": precision, "recall": recall, "f1": f1,
+        "precision": np.asarray(precision, dtype=np.float64), "recall": np.asarray(recall, dtype=np.float64),
+        "f1": np.asarray(f1, dtype=np.float64),
         "prevalence": np.asarray(prevalence, dtype=np.float64),
         "prior_f1": prior_f1(np.asarray(prevalence)),
     })
-    total_tp, total_fp, total_fn = tp.sum(), fp.sum(), fn.sum()
-    micro_p = total_tp / (total_tp + total_fp) if total_tp + total_fp else 0.0
-    micro_r = total_tp / (total_tp + total_fn) if total_tp + total_fn else 0.0
-    micro_f1 = 2 * total_tp / (2 * total_tp + total_fp + total_fn) if total_tp + total_fp + total_fn else 0.0
+    # Macro over segments with support: a segment nobody holds in the evaluated set has no F1
+    # to speak of (scikit-learn's macro average would count it as 0).
     has_support = support > 0
-    macro_f1 = float(f1[has_support].mean()) if has_support.any() else 0.0
+    macro_f1 = float(np.asarray(f1)[has_support].mean()) if has_support.any() else 0.0
     return SegmentMetrics(frame, float(micro_f1), macro_f1, float(micro_p), float(micro_r))
 
 
@@ -81,7 +85,5 @@ def flag_unrecoverable(per_segment: pd.DataFrame, margin: float = 0.05) -> pd.Se
 
 def confusion_counts(truth: np.ndarray, predicted: np.ndarray) -> np.ndarray:
     """2x2 ``[[tn, fp], [fn, tp]]`` for one segment column."""
-    y = np.asarray(truth, dtype=bool)
-    p = np.asarray(predicted, dtype=bool)
-    return np.array([[int((~y & ~p).sum()), int((~y & p).sum())],
-                     [int((y & ~p).sum()), int((y & p).sum())]])
+    return np.asarray(confusion_matrix(np.asarray(truth, dtype=bool), np.asarray(predicted, dtype=bool),
+                                       labels=[False, True]), dtype=np.int64)
