@@ -30,5 +30,5 @@ profile = FeatureView(
     online=True,
     owner=OWNER_DATA,
     description="Contract and demographic attributes needed to serve the contract (legitimate interest).",
-    tags={"legal_basis": "legitimate_interest", "domain": "profile", "pii": "yes"},
+    tags={"legal_basis": "legitimate_interest", "domain": "profile", "pii": "quasi"},
 )

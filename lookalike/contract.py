@@ -4,12 +4,15 @@ The Feast registry is the single source of truth for model inputs. A ``FeatureSe
 (e.g. ``lookalike_legit_v1``) lists the feature views and fields the model may use; every
 view carries governance tags and every field an ``encoding`` tag. Training, index building
 and serving all obtain their inputs through :func:`load_contract`, which refuses any
-service that includes a view not tagged ``legal_basis=legitimate_interest``.
+service that includes a view not tagged ``legal_basis=legitimate_interest``, tagged
+``pii: yes`` or a sensitive domain, reading a denied source (:mod:`lookalike.privacy_policy`),
+or changed since its version was published (:mod:`lookalike.contract_fingerprint`).
 
 Tag vocabulary (see ``feature_repo/README.md``):
 
 - view tags: ``legal_basis`` (``legitimate_interest`` | ``consent``), ``domain``,
-  ``pii`` (``yes`` | ``no``), optional ``lookalike_role`` (``labels`` | ``consent`` |
+  ``pii`` (``yes``: directly identifying, never a model input | ``quasi``: personal
+  attributes that identify nobody alone | ``no``), optional ``lookalike_role`` (``labels`` | ``consent`` |
   ``suppression``) marking the views the pipeline needs besides model inputs;
 - field tags: ``encoding`` (``numeric`` | ``categorical`` | ``boolean`` |
   ``high_cardinality``);
@@ -20,12 +23,21 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
+from lookalike.contract_fingerprint import check_against_record
 from lookalike.errors import PrivacyViolationError
+from lookalike.privacy_policy import (
+    LEGAL_BASIS_TAG,
+    LEGITIMATE_INTEREST,
+    PrivacyPolicy,
+    ViewFacts,
+    describe_view,
+    load_policy,
+    model_input_problems,
+)
 
-LEGAL_BASIS_TAG = "legal_basis"
-LEGITIMATE_INTEREST = "legitimate_interest"
 CONSENT = "consent"
 LEGAL_BASES = (LEGITIMATE_INTEREST, CONSENT)
 ROLE_TAG = "lookalike_role"
@@ -110,25 +122,77 @@ def check_views_are_legitimate_interest(
         )
 
 
+def check_model_input_views(service_name: str, views: Iterable[ViewFacts], policy: PrivacyPolicy) -> None:
+    """Raise :class:`PrivacyViolationError` naming every view that may not feed the model.
+
+    Legal basis is only the first test: see :func:`lookalike.privacy_policy.model_input_problems`
+    (PII, sensitive domains, the repo's deny list of tables and columns, on-demand and derived
+    views reading any of those).
+    """
+    offending = [f"{view.name} ({', '.join(problems)})" for view in views
+                 if (problems := model_input_problems(view, policy))]
+    if offending:
+        raise PrivacyViolationError(
+            f"feature service {service_name!r} includes feature view(s) that may not build model inputs: "
+            f"{'; '.join(offending)}. Only legitimate-interest, non-sensitive features may (policy: "
+            f"{policy.origin}); remove these views from the service."
+        )
+
+
 def _dtype_name(dtype: Any) -> str:
     # Feast types print as e.g. "Float32", "Int64", "String", "Bool", "Array(String)".
     return str(dtype)
 
 
+def store_repo(store: Any) -> Path | None:
+    """The applied repo directory of a ``feast.FeatureStore`` (None for stand-ins without one)."""
+    repo = getattr(store, "repo_path", None)
+    return Path(repo) if repo else None
+
+
+def service_views(store: Any, service: Any) -> dict[str, ViewFacts]:
+    """:class:`ViewFacts` of every view a feature service projects, by projection name."""
+    return {p.name: describe_view(store, p.name) for p in service.feature_view_projections}
+
+
+def describe_service(service: Any, views: dict[str, ViewFacts]) -> dict[str, Any]:
+    """Views, fields, dtypes, tags and sources of a service: what its fingerprint covers."""
+    described: dict[str, Any] = {}
+    for projection in service.feature_view_projections:
+        facts = views[projection.name]
+        described[projection.name_to_use()] = {
+            **facts.describe(),
+            "fields": {f.name: {"dtype": _dtype_name(f.dtype), "tags": dict(sorted((f.tags or {}).items()))}
+                       for f in projection.features},
+        }
+    tags = dict(sorted((service.tags or {}).items()))
+    return {"service": service.name, "version": _service_version(service), "tags": tags, "views": described}
+
+
+def _service_version(service: Any) -> str:
+    return str((service.tags or {}).get("version", service.name.rsplit("_v", 1)[-1]))
+
+
 def load_contract(store: Any, service_name: str) -> FeatureContract:
     """Read ``service_name`` from the applied registry of ``store`` and guard it.
 
-    Every code path that builds model inputs must go through here: it raises
-    :class:`PrivacyViolationError` before any feature value is read when the service
-    includes a view that is not tagged ``legal_basis=legitimate_interest``.
+    Every code path that builds model inputs must go through here. Before any feature value
+    is read it raises :class:`PrivacyViolationError` when the service includes a view that
+    may not feed the model (:func:`check_model_input_views`), and
+    :class:`~lookalike.contract_fingerprint.ContractChangedError` when the service differs
+    from the fingerprint recorded for its version (changed without a version bump).
     """
     service = store.get_feature_service(service_name)
-    view_tags = []
-    for projection in service.feature_view_projections:
-        view = _get_any_view(store, projection.name)
-        view_tags.append((projection.name, dict(view.tags or {})))
-    check_views_are_legitimate_interest(service_name, view_tags)
+    repo = store_repo(store)
+    views = service_views(store, service)
+    check_model_input_views(service_name, views.values(), load_policy(repo))
+    contract = _contract_of(service)
+    check_against_record(repo, describe_service(service, views))
+    return contract
 
+
+def _contract_of(service: Any) -> FeatureContract:
+    """The contract a service declares, unguarded: callers must have guarded its views."""
     features: list[FeatureSpec] = []
     for projection in service.feature_view_projections:
         view_name = projection.name_to_use()
@@ -148,17 +212,8 @@ def load_contract(store: Any, service_name: str) -> FeatureContract:
                     description=field.description or "",
                 )
             )
-    version = str((service.tags or {}).get("version", service_name.rsplit("_v", 1)[-1]))
-    return FeatureContract(service_name=service_name, service_version=version, features=tuple(features))
-
-
-def _get_any_view(store: Any, name: str) -> Any:
-    for getter in ("get_feature_view", "get_on_demand_feature_view", "get_stream_feature_view"):
-        try:
-            return getattr(store, getter)(name)
-        except Exception:  # noqa: BLE001 - Feast raises different "not found" types per kind
-            continue
-    raise PrivacyViolationError(f"feature view {name!r} is not in the registry")
+    return FeatureContract(service_name=service.name, service_version=_service_version(service),
+                           features=tuple(features))
 
 
 def find_view_by_role(store: Any, role: str, required: bool = True) -> Any | None:

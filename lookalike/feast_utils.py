@@ -91,7 +91,8 @@ def prepare_repo(
         raise ConfigError(f"{src} is not a Feast repo (no feature_store.yaml)")
     dst.mkdir(parents=True, exist_ok=True)
     for path in src.iterdir():
-        if path.is_file() and path.suffix in (".py", ".md") or path.name == ".feastignore":
+        # Definitions, the privacy policy and the recorded contract fingerprints travel with the repo.
+        if path.is_file() and path.suffix in (".py", ".md", ".yaml", ".json") or path.name == ".feastignore":
             shutil.copy2(path, dst / path.name)
     (dst / "feature_store.yaml").write_text(
         _store_yaml_text(online, offline, redis_connection, src / "feature_store.yaml")

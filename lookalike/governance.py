@@ -2,9 +2,11 @@
 
 Lists every feature view with its legal basis, owner, PII flag, domain, field count and
 the feature services that include it, then gives a verdict: PASS only if every model-input
-service (tag ``lookalike_role=model_input``) contains legitimate-interest views only (the
-same rule as the privacy guard, :func:`lookalike.contract.check_views_are_legitimate_interest`)
-and every field of those views has a valid ``encoding`` tag. Writes ``governance_review.md``
+service (tag ``lookalike_role=model_input``) passes the privacy guard (the same checks as
+:func:`lookalike.contract.load_contract`: legal basis, PII, sensitive domains, the repo's deny
+list, on-demand/derived views, and the recorded fingerprint of its published version) and
+every field of those views has a valid ``encoding`` tag. ``lookalike governance record``
+publishes the fingerprints (``contract_fingerprints.json``). Writes ``governance_review.md``
 and ``governance_review.json`` atomically; the CLI exits non-zero on FAIL.
 """
 
@@ -23,10 +25,16 @@ from lookalike.contract import (
     ENCODINGS,
     LEGAL_BASIS_TAG,
     ROLE_TAG,
-    check_views_are_legitimate_interest,
+    check_model_input_views,
+    describe_service,
+    service_views,
+    store_repo,
 )
+from lookalike.contract_fingerprint import ContractChangedError, check_against_record
+from lookalike.contract_fingerprint import record as record_fingerprint
 from lookalike.errors import PrivacyViolationError
 from lookalike.feast_utils import open_store
+from lookalike.privacy_policy import load_policy
 
 GOVERNANCE_TAGS = (LEGAL_BASIS_TAG, "domain", "pii")
 
@@ -62,6 +70,8 @@ class ServiceReview:
     views: list[str]
     verdict: str
     problems: list[str]
+    # recorded | unrecorded | changed: the service against its published fingerprint
+    fingerprint: str = ""
 
 
 @dataclass
@@ -127,13 +137,10 @@ def review(store: Any, repo: str = "") -> GovernanceReport:
         tags = dict(service.tags or {})
         names = [p.name for p in service.feature_view_projections]
         service_problems: list[str] = []
+        fingerprint = ""
         if tags.get(ROLE_TAG) == "model_input":
-            try:
-                check_views_are_legitimate_interest(
-                    service.name, [(n, dict(views[n].tags or {}) if n in views else {}) for n in names]
-                )
-            except PrivacyViolationError as exc:
-                service_problems.append(str(exc))
+            fingerprint, guard_problems = _guard_service(store, service)
+            service_problems += guard_problems
             for name in names:
                 missing = by_name[name].fields_without_encoding if name in by_name else ["<view not found>"]
                 if missing:
@@ -142,11 +149,47 @@ def review(store: Any, repo: str = "") -> GovernanceReport:
         service_reviews.append(ServiceReview(
             name=service.name, version=str(tags.get("version", "")), role=tags.get(ROLE_TAG, ""),
             views=names, verdict="FAIL" if service_problems else "PASS", problems=service_problems,
+            fingerprint=fingerprint,
         ))
     if not any(s.role == "model_input" for s in service_reviews):
         problems.append(f"no feature service is tagged {ROLE_TAG}=model_input")
     return GovernanceReport(repo=repo, project=store.project, reviewed_at=utc_now(), views=view_reviews,
                             services=service_reviews, problems=problems)
+
+
+def _guard_service(store: Any, service: Any) -> tuple[str, list[str]]:
+    """(fingerprint status, problems): the privacy guard and the published-fingerprint check,
+    exactly as :func:`lookalike.contract.load_contract` applies them."""
+    repo = store_repo(store)
+    problems: list[str] = []
+    try:
+        facts = service_views(store, service)
+        check_model_input_views(service.name, facts.values(), load_policy(repo))
+    except PrivacyViolationError as exc:
+        return "", [str(exc)]
+    try:
+        status = check_against_record(repo, describe_service(service, facts))
+    except ContractChangedError as exc:
+        status = "changed"
+        problems.append(str(exc))
+    return status, problems
+
+
+def record(store: Any) -> dict[str, str]:
+    """Record the fingerprint of every model-input service version that passes the guard
+    (``lookalike governance record``); a version already recorded differently is refused."""
+    repo = store_repo(store)
+    if repo is None:
+        raise PrivacyViolationError("the store has no repo directory to record fingerprints in")
+    recorded: dict[str, str] = {}
+    for service in store.list_feature_services():
+        if (service.tags or {}).get(ROLE_TAG) != "model_input":
+            continue
+        facts = service_views(store, service)
+        check_model_input_views(service.name, facts.values(), load_policy(repo))
+        description = describe_service(service, facts)
+        recorded[f"{service.name} v{description['version']}"] = record_fingerprint(repo, description)
+    return recorded
 
 
 def to_markdown(report: GovernanceReport) -> str:
@@ -163,9 +206,11 @@ def to_markdown(report: GovernanceReport) -> str:
     for v in report.views:
         lines.append(f"| `{v.name}` | {v.legal_basis} | {v.owner} | {v.pii} | {v.domain} | {v.role or '-'} | "
                      f"{'yes' if v.online else 'no'} | {v.field_count} | {', '.join(v.services) or '-'} |")
-    lines += ["", "## Feature services", "", "| service | version | role | views | verdict |", "|---|---|---|---|---|"]
+    lines += ["", "## Feature services", "", "| service | version | role | views | fingerprint | verdict |",
+              "|---|---|---|---|---|---|"]
     for s in report.services:
-        lines.append(f"| `{s.name}` | {s.version or '-'} | {s.role or '-'} | {', '.join(s.views)} | {s.verdict} |")
+        lines.append(f"| `{s.name}` | {s.version or '-'} | {s.role or '-'} | {', '.join(s.views)} | "
+                     f"{s.fingerprint or '-'} | {s.verdict} |")
     lines += ["", "## Problems", ""]
     lines += [f"- {p}" for p in report.problems] or ["None: every model-input service holds legitimate-interest "
                                                       "views only, and every field is described and encoded."]
@@ -180,7 +225,8 @@ def _print_table(report: GovernanceReport) -> None:
         print(f"{v.name:22s} {v.legal_basis:20s} {v.pii:4s} {v.domain:12s} {v.field_count:6d}  "
               f"{', '.join(v.services) or '-'}")
     for s in report.services:
-        print(f"service {s.name} (v{s.version or '?'}, role={s.role or '-'}): {s.verdict}")
+        print(f"service {s.name} (v{s.version or '?'}, role={s.role or '-'}"
+              f"{', fingerprint ' + s.fingerprint if s.fingerprint else ''}): {s.verdict}")
     for problem in report.problems:
         print(f"  FAIL: {problem}")
     print(f"verdict: {report.verdict}")
@@ -214,3 +260,14 @@ def add_cli(parser: argparse.ArgumentParser) -> None:
         return 0 if report.passed else 1
 
     review_parser.set_defaults(func=main)
+
+    record_parser = sub.add_parser(
+        "record", help="publish: record the contract fingerprint of each model-input service version")
+    record_parser.add_argument("--repo", type=Path, default=Path("feature_repo"), help="applied Feast repo")
+
+    def record_main(args: argparse.Namespace) -> int:
+        for name, digest in record(open_store(args.repo)).items():
+            print(f"recorded {name}: {digest[:16]}")
+        return 0
+
+    record_parser.set_defaults(func=record_main)

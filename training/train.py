@@ -113,8 +113,11 @@ def load_checked_snapshot(config: TrainConfig) -> Snapshot:
     if config.snapshot is None:
         raise ConfigError("no snapshot given (snapshot=... or --snapshot DIR)")
     snapshot = load_snapshot(config.snapshot, config.min_customers)
-    if config.repo is not None:
-        guard_against_repo(config.repo, snapshot.contract)
+    # Without an explicit repo, the registry the snapshot was built from: a service edited
+    # in place since then must stop training too, not only the next snapshot.
+    repo = config.repo or snapshot.manifest.get("feature_repo")
+    if repo is not None and (config.repo is not None or Path(repo, "feature_store.yaml").is_file()):
+        guard_against_repo(repo, snapshot.contract)
     return snapshot
 
 

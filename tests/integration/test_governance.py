@@ -38,7 +38,7 @@ def test_review_passes_and_writes_reports(synthetic_repo_dir: Path, tmp_path: Pa
     assert by_view["web_navigation"]["legal_basis"] == "consent"
     assert by_view["web_navigation"]["services"] == []
     assert by_view["profile"]["services"] == ["lookalike_legit_v1"]
-    assert by_view["profile"]["pii"] == "yes" and by_view["profile"]["field_count"] == 9
+    assert by_view["profile"]["pii"] == "quasi" and by_view["profile"]["field_count"] == 9
     markdown = (tmp_path / "governance_review.md").read_text()
     assert "**Verdict: PASS**" in markdown and "| `web_navigation` | consent |" in markdown
     assert cli_main(["governance", "review", "--repo", str(synthetic_repo_dir)]) == 0
