@@ -10,6 +10,7 @@ schemas (tests and benchmarks, when the Spark jobs' output is not what is being 
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -67,9 +68,26 @@ def _store_yaml_text(online: str, offline: str, redis_connection: str | None, so
         text = (INFRA_DIR / "feature_store.redis.yaml").read_text()
     else:
         text = source_yaml.read_text()
-    if online == "redis" and redis_connection:
-        text = text.replace("${" + ENV_REDIS_URL + "}", redis_connection)
+    if online == "redis":
+        text = _with_redis_connection(text, redis_connection or os.environ.get(ENV_REDIS_URL))
     return text
+
+
+def _with_redis_connection(text: str, connection: str | None) -> str:
+    """Write ``connection`` (Feast's format or a redis[s][+cluster|+sentinel]:// URL) into the
+    yaml as Feast's ``connection_string`` / ``redis_type`` / ``sentinel_master``. Without one,
+    or with Feast's format in the environment, ``${LOOKALIKE_REDIS_URL}`` stays for Feast to expand."""
+    from lookalike.redis_target import RedisTarget, is_url
+
+    placeholder = f'connection_string: "${{{ENV_REDIS_URL}}}"'
+    if not connection or (connection == os.environ.get(ENV_REDIS_URL) and not is_url(connection)):
+        return text
+    if not is_url(connection):
+        return text.replace("${" + ENV_REDIS_URL + "}", connection)
+    rendered = RedisTarget.parse(connection).feast_config()
+    lines = [f"connection_string: {json.dumps(rendered.pop('connection_string'))}"]
+    lines += [f"{key}: {value}" for key, value in rendered.items()]
+    return text.replace(placeholder, "\n  ".join(lines))
 
 
 def prepare_repo(

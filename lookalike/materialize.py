@@ -9,8 +9,8 @@ navigation and labels never do, whatever their ``online`` flag says.
 
 Engines: ``feast`` calls ``FeatureStore.materialize`` (per-row protos, ~1.6k rows/s into
 Redis); ``fast`` (default for Redis) writes the same hash layout with
-:mod:`lookalike.redis_loader` (vectorised encoding + pipelined RESP). SQLite always uses
-Feast's engine.
+:mod:`lookalike.redis_loader` (vectorised encoding, sent through redis-py: single node,
+``rediss://`` TLS, sentinel or cluster). SQLite always uses Feast's engine.
 """
 
 from __future__ import annotations
@@ -51,7 +51,8 @@ class MaterializeConfig:
     start_date: str | None = None
     # None: the store configured in the repo's feature_store.yaml.
     online: str | None = None
-    # Feast connection string host:port[,db=N] for online=redis; None: $LOOKALIKE_REDIS_URL.
+    # online=redis: Feast's host:port[,db=N] or a URL (redis://, rediss://, redis+cluster://,
+    # redis+sentinel://; lookalike.redis_target); None: $LOOKALIKE_REDIS_URL.
     redis_connection: str | None = None
     engine: str = "auto"
     chunk_rows: int = 20_000
@@ -138,32 +139,20 @@ def _sort_keys(ids: np.ndarray, stamps: np.ndarray, created: np.ndarray | None) 
     return (created, stamps, ids) if created is not None else (stamps, ids)
 
 
-def _fast_load(store: Any, view: Any, table: pa.Table, connection: str, chunk_rows: int) -> int:
-    from lookalike.redis_loader import (
-        RespConnection,
-        build_hset_commands,
-        encode_timestamps,
-        encode_values,
-        field_hash,
-        redis_keys,
-    )
+def _fast_load(store: Any, view: Any, table: pa.Table, writer: Any, chunk_rows: int) -> int:
+    from lookalike.redis_loader import encode_timestamps, encode_values, field_hash, redis_keys
 
     project = store.project
-    conn = RespConnection(connection)
-    try:
-        for start in tqdm(range(0, table.num_rows, chunk_rows), desc=f"redis {view.name}", unit="chunk",
-                          leave=False, disable=table.num_rows <= chunk_rows):
-            chunk = table.slice(start, chunk_rows)
-            keys = redis_keys(chunk.column(JOIN_KEY).to_numpy(), project)
-            fields = [
-                (field_hash(view.name, f.name), encode_values(chunk.column(f.name), str(f.dtype)))
-                for f in view.features
-            ]
-            fields.append((f"_ts:{view.name}".encode(), encode_timestamps(chunk.column(TIMESTAMP_COLUMN))))
-            batch = build_hset_commands(keys, fields)
-            conn.send(batch.payload, batch.commands)
-    finally:
-        conn.close()
+    for start in tqdm(range(0, table.num_rows, chunk_rows), desc=f"redis {view.name}", unit="chunk",
+                      leave=False, disable=table.num_rows <= chunk_rows):
+        chunk = table.slice(start, chunk_rows)
+        keys = redis_keys(chunk.column(JOIN_KEY).to_numpy(), project)
+        fields = [
+            (field_hash(view.name, f.name), encode_values(chunk.column(f.name), str(f.dtype)))
+            for f in view.features
+        ]
+        fields.append((f"_ts:{view.name}".encode(), encode_timestamps(chunk.column(TIMESTAMP_COLUMN))))
+        writer.write(keys, fields)
     return table.num_rows
 
 
@@ -199,22 +188,32 @@ def run(config: MaterializeConfig) -> MaterializeReport:
             raise ConfigError(f"view(s) {unknown} are not allowed online; allowed: {[v.name for v in views]}")
         views = [v for v in views if v.name in config.views]
 
+    writer = None
+    if engine == "fast":
+        from lookalike.redis_loader import BulkWriter
+        from lookalike.redis_target import RedisTarget
+
+        writer = BulkWriter(RedisTarget.from_store(store))
     loads: list[ViewLoad] = []
-    for view in views:
-        window_start = _window_start(store, view, end, start)
-        began = time.perf_counter()
-        if engine == "feast":
-            rows = latest_rows(view, window_start, end).num_rows
-            store.materialize(start_date=window_start, end_date=end, feature_views=[view.name])
-        else:
-            table = latest_rows(view, window_start, end)
-            rows = _fast_load(store, view, table, store.config.online_store.connection_string, config.chunk_rows)
-            store.registry.apply_materialization(view, store.project, window_start, end)
-        elapsed = time.perf_counter() - began
-        loads.append(ViewLoad(view.name, (view.tags or {}).get("legal_basis", "?"), rows,
-                              window_start.isoformat(), end.isoformat(), round(elapsed, 3)))
-        log.info("materialized %s (%s) into %s with %s: %s rows in %.1fs", view.name,
-                 loads[-1].legal_basis, online_type, engine, rows, elapsed)
+    try:
+        for view in views:
+            window_start = _window_start(store, view, end, start)
+            began = time.perf_counter()
+            if engine == "feast":
+                rows = latest_rows(view, window_start, end).num_rows
+                store.materialize(start_date=window_start, end_date=end, feature_views=[view.name])
+            else:
+                table = latest_rows(view, window_start, end)
+                rows = _fast_load(store, view, table, writer, config.chunk_rows)
+                store.registry.apply_materialization(view, store.project, window_start, end)
+            elapsed = time.perf_counter() - began
+            loads.append(ViewLoad(view.name, (view.tags or {}).get("legal_basis", "?"), rows,
+                                  window_start.isoformat(), end.isoformat(), round(elapsed, 3)))
+            log.info("materialized %s (%s) into %s with %s: %s rows in %.1fs", view.name,
+                     loads[-1].legal_basis, online_type, engine, rows, elapsed)
+    finally:
+        if writer is not None:
+            writer.close()
     for load in loads:
         if load.legal_basis != LEGITIMATE_INTEREST:
             log.info("%s is online under legal_basis=%s (status lookups for serving only)", load.view, load.legal_basis)
@@ -227,7 +226,7 @@ def add_cli(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--end-date", help="load rows up to this date (default now)")
     parser.add_argument("--start-date", help="load rows after this date (default: incremental)")
     parser.add_argument("--online", choices=("sqlite", "redis"), help="online store (default: the repo's)")
-    parser.add_argument("--redis", dest="redis_connection", help="host:port (default $LOOKALIKE_REDIS_URL)")
+    parser.add_argument("--redis", dest="redis_connection", help="host:port or redis[s][+cluster|+sentinel]:// URL (default $LOOKALIKE_REDIS_URL)")
     parser.add_argument("--engine", choices=ENGINES, help="fast (Redis bulk loader) or feast (plain Feast)")
     parser.add_argument("--plain-feast", action="store_true", help="same as --engine feast")
     parser.add_argument("overrides", nargs="*", help="key=value config overrides")

@@ -15,8 +15,9 @@ Two engines answer the same calls with the same frames:
   status field in a single pipeline, values decoded column at a time with numpy.
 
 ``engine="auto"`` (the default, or ``$LOOKALIKE_ONLINE_READER``) picks ``redis`` when the
-store's online store is a single Redis node and ``feast`` otherwise (SQLite, cluster,
-sentinel, versioned online views). Like Feast's online reads, neither engine applies TTL.
+store's online store is Redis -- a single node, TLS, sentinel, or a cluster (each key read
+from the node owning its slot; :mod:`lookalike.redis_target`) -- and ``feast`` otherwise
+(SQLite, versioned online views). Like Feast's online reads, neither engine applies TTL.
 Parity between the engines is tested in tests/unit/test_online_fast_path.py.
 """
 
@@ -57,7 +58,8 @@ def _is_unavailable(exc: BaseException) -> bool:
         return False
     chain: BaseException | None = exc
     while chain is not None:
-        if isinstance(chain, (redis_errors.ConnectionError, redis_errors.TimeoutError, ConnectionError, TimeoutError)):
+        if isinstance(chain, (redis_errors.ConnectionError, redis_errors.TimeoutError, redis_errors.ClusterError,
+                              redis_errors.RedisClusterException, ConnectionError, TimeoutError)):
             return True
         chain = chain.__cause__ or chain.__context__
     return False
@@ -253,18 +255,16 @@ class _RedisEngine:
     """Reads contract and status fields straight from Feast's per-entity Redis hashes."""
 
     def __init__(self, store: Any, contract: FeatureContract, status_fields: Sequence[tuple[str, str]]) -> None:
-        import redis
         from feast.infra.online_stores.helpers import _mmh3
-        from feast.infra.online_stores.redis import RedisOnlineStore
         from redis.backoff import NoBackoff
         from redis.retry import Retry
+
+        from lookalike.redis_target import RedisTarget
 
         config = store.config
         online = config.online_store
         if getattr(online, "type", None) != "redis":
             raise _Ineligible("the online store is not Redis")
-        if getattr(online, "redis_type", "redis") != "redis":  # RedisType is a str enum
-            raise _Ineligible(f"redis_type {online.redis_type} is read through Feast")
         if getattr(config.registry, "enable_online_feature_view_versioning", False):
             raise _Ineligible("versioned online feature views are read through Feast")
         views = {view.name for view in store.list_feature_views()}
@@ -272,17 +272,24 @@ class _RedisEngine:
         if not set(wanted) <= views:
             # Aliased projections: Feast hashes the view's own name, not the alias.
             raise _Ineligible(f"views {sorted(set(wanted) - views)} are not plain feature views")
-        nodes, params = RedisOnlineStore._parse_connection_string(online.connection_string)
-        if len(nodes) != 1:
-            raise _Ineligible("several Redis nodes are read through Feast")
+        self.target = RedisTarget.from_store(store)
         self._prefix, self._suffix = _entity_key_layout(int(config.entity_key_serialization_version))
         self._suffix += config.project.encode("utf-8")
-        params.setdefault("socket_connect_timeout", 2.0)
-        params.setdefault("socket_timeout", 5.0)
+        options: dict[str, Any] = {}
+        for name, default in (("socket_connect_timeout", 2.0), ("socket_timeout", 5.0)):
+            if name not in self.target.params:
+                options[name] = default
         # One immediate retry re-opens a connection Redis dropped (restart); redis-py's
         # default backoff would hold a request for seconds while Redis is down.
-        params.setdefault("retry", Retry(NoBackoff(), 1))
-        self.client = redis.Redis(host=nodes[0]["host"], port=int(nodes[0]["port"]), **params)
+        options["retry"] = self.target.params.get("retry", Retry(NoBackoff(), 1))
+        try:
+            # A cluster client routes each HMGET to the node owning the key's slot (and its
+            # pipeline splits by node); single-node and sentinel clients are plain Redis.
+            self.client = self.target.client(**options)
+        except Exception as exc:
+            if _is_unavailable(exc):
+                raise OnlineStoreUnavailable(f"online store unavailable: {self.target.describe()}") from exc
+            raise
         self.specs = list(contract.features)
         self.status_fields = list(status_fields)
         self.fields = [bytes(_mmh3(f"{spec.view}:{spec.name}")) for spec in self.specs]

@@ -5,14 +5,14 @@ Feast's ``RedisOnlineStore`` keeps one hash per entity: key = ``serialize_entity
 ``feast.types.Value`` proto, plus ``_ts:<view>`` -> serialized ``google.protobuf.Timestamp``.
 Default materialization builds one proto per cell in Python (~1.6k rows/s at ~100
 features). This module produces byte-identical hash entries with numpy/Arrow, column at
-a time, and streams pre-encoded ``HSET`` commands (RESP) over one socket per chunk, so
+a time, and streams pre-encoded ``HSET`` commands through redis-py's connections (single
+node, TLS, sentinel, or cluster with rows routed by key slot; see :class:`BulkWriter`), so
 ``FeatureStore.get_online_features`` reads the result back unchanged. Byte equality with
 Feast's own writer is tested in tests/integration/test_materialize.py.
 """
 
 from __future__ import annotations
 
-import socket
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -23,6 +23,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from lookalike.errors import ConfigError, LookalikeError
+from lookalike.redis_target import RedisTarget
 
 # feast.types.Value field tags (field_number << 3 | wire_type).
 TAG_STRING = 0x12
@@ -36,6 +37,10 @@ INT64_MIN = np.iinfo(np.int64).min
 
 class RedisWriteError(LookalikeError):
     """Redis refused or dropped a bulk write."""
+
+    def __init__(self, message: str, redirect: str | None = None) -> None:
+        super().__init__(message)
+        self.redirect = redirect  # cluster redirect error class name (MOVED, ASK...), if any
 
 
 def ragged(matrix: np.ndarray, lengths: np.ndarray) -> pa.Array:
@@ -192,82 +197,122 @@ class HsetBatch:
     commands: int
 
 
-def build_hset_commands(
-    keys: pa.Array,
-    fields: Sequence[tuple[bytes, pa.Array]],
-) -> HsetBatch:
-    """``HSET key f1 v1 f2 v2 ...`` for every row; ``fields`` are (field name, encoded values)."""
-    n = len(keys)
+def hset_rows(keys: pa.Array, fields: Sequence[tuple[bytes, pa.Array]]) -> pa.BinaryArray:
+    """One complete RESP ``HSET key f1 v1 f2 v2 ...`` command per row, as an Arrow binary array."""
     header = b"*%d\r\n$4\r\nHSET\r\n" % (2 + 2 * len(fields))
     parts: list[Any] = [header, _bulk_string(keys)]
     for name, values in fields:
         parts.append(_constant_bulk(name))
         parts.append(_bulk_string(values))
     rows = pc.binary_join_element_wise(*parts, b"")
-    if isinstance(rows, pa.ChunkedArray):
-        rows = rows.combine_chunks()
+    return rows.combine_chunks() if isinstance(rows, pa.ChunkedArray) else rows
+
+
+def join_rows(rows: pa.BinaryArray) -> HsetBatch:
+    """The commands of ``rows`` back to back in one buffer (no copy for a contiguous slice)."""
+    n = len(rows)
     offsets = np.frombuffer(rows.buffers()[1], dtype=np.int32, count=n + 1, offset=rows.offset * 4)
     data = rows.buffers()[2]
+    if data is None:
+        return HsetBatch(payload=pa.py_buffer(b""), commands=n)
     return HsetBatch(payload=data.slice(int(offsets[0]), int(offsets[-1] - offsets[0])), commands=n)
 
 
-class RespConnection:
-    """A plain socket speaking RESP: send pre-encoded commands, count the replies."""
+def build_hset_commands(keys: pa.Array, fields: Sequence[tuple[bytes, pa.Array]]) -> HsetBatch:
+    """``HSET key f1 v1 f2 v2 ...`` for every row; ``fields`` are (field name, encoded values)."""
+    return join_rows(hset_rows(keys, fields))
 
-    def __init__(self, connection_string: str, timeout_s: float = 60.0) -> None:
-        host, port, params = parse_connection_string(connection_string)
+
+_REDIRECTS = ("MovedError", "AskError", "TryAgainError", "ClusterDownError")
+
+
+class BulkWriter:
+    """Sends pre-encoded ``HSET`` commands through redis-py's connections.
+
+    redis-py owns the connection (TLS, AUTH, database, sentinel discovery, cluster
+    topology); this class only skips its per-command Python packing, which would cost
+    more than everything else at ~100 fields per row: each node receives its rows' commands
+    as one buffer and every reply is read back (an error reply fails the load). On a
+    cluster, rows go to the node owning their key slot; a resharding redirect (MOVED/ASK)
+    refreshes the slot map and resends the chunk (HSET is idempotent).
+    """
+
+    def __init__(self, target: RedisTarget, timeout_s: float = 60.0) -> None:
+        self.target = target
         try:
-            self.sock = socket.create_connection((host, port), timeout=timeout_s)
-        except OSError as exc:
+            self.client = target.client(socket_timeout=timeout_s, socket_connect_timeout=min(timeout_s, 10.0))
+            self.client.ping()
+        except Exception as exc:
             from lookalike.online import OnlineStoreUnavailable
 
-            raise OnlineStoreUnavailable(f"cannot connect to Redis at {host}:{port}: {exc}") from exc
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self._buffer = b""
-        if "password" in params:
-            auth = [b"AUTH"] + ([str(params["username"]).encode()] if "username" in params else [])
-            self.call(auth + [str(params["password"]).encode()])
-        if "db" in params:
-            self.call([b"SELECT", str(params["db"]).encode()])
+            if isinstance(exc, LookalikeError):
+                raise
+            raise OnlineStoreUnavailable(f"cannot connect to Redis ({target.describe()}): {exc}") from exc
 
-    def call(self, args: Sequence[bytes]) -> None:
-        payload = b"*%d\r\n" % len(args) + b"".join(_constant_bulk(a) for a in args)
-        self.send(payload, 1)
+    @property
+    def cluster(self) -> bool:
+        return self.target.kind == "redis_cluster"
 
-    def send(self, payload: Any, replies: int) -> None:
-        self.sock.sendall(memoryview(payload))
-        self._read_replies(replies)
+    def write(self, keys: pa.Array, fields: Sequence[tuple[bytes, pa.Array]], attempts: int = 3) -> int:
+        """HSET every row; returns the number of commands Redis acknowledged."""
+        rows = hset_rows(keys, fields)
+        for attempt in range(attempts):
+            try:
+                if not self.cluster:
+                    return self._send(self.client.connection_pool, join_rows(rows))
+                sent = 0
+                for pool, batch in self._by_node(keys, rows):
+                    sent += self._send(pool, batch)
+                return sent
+            except RedisWriteError as exc:
+                if not self.cluster or exc.redirect is None or attempt == attempts - 1:
+                    raise
+                # The slot map changed under us (resharding, failover): reload it and resend.
+                self.client.nodes_manager.initialize()
+        raise AssertionError("unreachable")
 
-    def _read_replies(self, expected: int) -> None:
-        # HSET/AUTH/SELECT replies are single lines (":n", "+OK", "-ERR ...").
-        data = bytearray(self._buffer)
-        while data.count(b"\r\n") < expected:
-            chunk = self.sock.recv(1 << 20)
-            if not chunk:
-                raise RedisWriteError("Redis closed the connection during a bulk write")
-            data += chunk
-        lines = bytes(data).split(b"\r\n")
-        for line in lines[:expected]:
-            if line.startswith(b"-"):
-                raise RedisWriteError(f"Redis refused a write: {line.decode(errors='replace')}")
-        self._buffer = b"\r\n".join(lines[expected:])
+    def _by_node(self, keys: pa.Array, rows: pa.BinaryArray) -> list[tuple[Any, HsetBatch]]:
+        from redis.crc import key_slot
+
+        slots = np.fromiter((key_slot(k) for k in keys.to_pylist()), dtype=np.int64, count=len(keys))
+        owner = {}
+        for slot in np.unique(slots).tolist():
+            owner[slot] = self.client.nodes_manager.get_node_from_slot(slot).name
+        names = np.array([owner[s] for s in slots.tolist()], dtype=object)
+        batches = []
+        for name in sorted(set(owner.values())):
+            node = self.client.get_node(node_name=name)
+            picked = rows.take(pa.array(np.flatnonzero(names == name)))
+            batches.append((node.redis_connection.connection_pool, join_rows(picked)))
+        return batches
+
+    @staticmethod
+    def _send(pool: Any, batch: HsetBatch) -> int:
+        if batch.commands == 0:
+            return 0
+        import redis.exceptions as redis_errors
+
+        connection = pool.get_connection()
+        first_error: Exception | None = None
+        errors = 0
+        try:
+            connection.send_packed_command([memoryview(batch.payload)], check_health=False)
+            for _ in range(batch.commands):
+                try:
+                    connection.read_response()
+                except redis_errors.ResponseError as exc:  # the stream stays in sync: keep reading
+                    errors += 1
+                    first_error = first_error or exc
+        except BaseException:
+            connection.disconnect()  # unread replies would poison the next command
+            raise
+        finally:
+            pool.release(connection)
+        if first_error is not None:
+            redirect = type(first_error).__name__ if type(first_error).__name__ in _REDIRECTS else None
+            raise RedisWriteError(f"Redis refused {errors} of {batch.commands} writes: {first_error}",
+                                  redirect=redirect)
+        return batch.commands
 
     def close(self) -> None:
-        self.sock.close()
-
-
-def parse_connection_string(connection_string: str) -> tuple[str, int, dict[str, str]]:
-    """Feast's Redis format ``host:port[,db=0][,password=...]`` (also accepts ``redis://host:port``)."""
-    text = connection_string.strip()
-    if text.startswith("redis://"):
-        text = text[len("redis://") :].rstrip("/")
-    parts = [p for p in text.split(",") if p]
-    nodes = [p for p in parts if "=" not in p]
-    params = dict(p.split("=", 1) for p in parts if "=" in p)
-    if len(nodes) != 1 or ":" not in nodes[0]:
-        raise ConfigError(f"Redis connection string {connection_string!r} must be host:port[,db=N,...]")
-    unsupported = sorted(set(params) - {"db", "password", "username"})
-    if unsupported:
-        raise ConfigError(f"the fast Redis loader does not support {unsupported}; use engine=feast")
-    host, port = nodes[0].rsplit(":", 1)
-    return host, int(port), params
+        self.client.close()

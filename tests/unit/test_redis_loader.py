@@ -15,8 +15,8 @@ from lookalike.redis_loader import (
     build_hset_commands,
     encode_timestamps,
     encode_values,
-    parse_connection_string,
 )
+from lookalike.redis_target import RedisTarget
 
 pytestmark = pytest.mark.unit
 UTC = dt.timezone.utc
@@ -61,8 +61,32 @@ def test_hset_commands_are_valid_resp() -> None:
     )
 
 
-def test_connection_strings() -> None:
-    assert parse_connection_string("127.0.0.1:6380,db=2") == ("127.0.0.1", 6380, {"db": "2"})
-    assert parse_connection_string("redis://localhost:6379/")[:2] == ("localhost", 6379)
-    with pytest.raises(ConfigError, match="ssl"):
-        parse_connection_string("h:1,ssl=true")
+def test_connection_strings_feast_format() -> None:
+    target = RedisTarget.parse("127.0.0.1:6380,db=2,ssl=true")
+    assert (target.kind, target.nodes, target.params) == ("redis", (("127.0.0.1", 6380),), {"db": 2, "ssl": True})
+    cluster = RedisTarget.parse("a:1,b:2,password=x", redis_type="redis_cluster")
+    assert cluster.nodes == (("a", 1), ("b", 2)) and cluster.params == {"password": "x"}
+    with pytest.raises(ConfigError, match="cluster"):
+        RedisTarget.parse("a:1,b:2")  # two addresses for a single node
+    with pytest.raises(ConfigError, match="host:port"):
+        RedisTarget.parse("a:notaport")
+
+
+def test_connection_urls_render_to_feast_config() -> None:
+    assert RedisTarget.parse("redis://localhost:6379/").feast_config() == {
+        "connection_string": "localhost:6379", "redis_type": "redis"}
+    tls = RedisTarget.parse("rediss://user:p%40ss@h:6380/3?ssl_ca_certs=/ca.pem")
+    assert tls.tls and tls.params == {"ssl_ca_certs": "/ca.pem", "password": "p@ss", "username": "user",
+                                      "ssl": True, "db": 3}
+    assert tls.feast_config()["connection_string"] == (
+        "h:6380,ssl_ca_certs=/ca.pem,password=p@ss,username=user,ssl=true,db=3")
+    assert "p@ss" not in tls.describe()
+    cluster = RedisTarget.parse("rediss+cluster://a:1,b:2")
+    assert cluster.feast_config() == {"connection_string": "a:1,b:2,ssl=true", "redis_type": "redis_cluster"}
+    sentinel = RedisTarget.parse("redis+sentinel://s1:26379,s2:26379/prod/1")
+    assert sentinel.feast_config() == {"connection_string": "s1:26379,s2:26379,db=1",
+                                       "redis_type": "redis_sentinel", "sentinel_master": "prod"}
+    with pytest.raises(ConfigError, match="master name"):
+        RedisTarget.parse("redis+sentinel://s1:26379")
+    with pytest.raises(ConfigError, match="scheme"):
+        RedisTarget.parse("http://h:1")
