@@ -7,10 +7,14 @@ STAMP := $(VENV)/.installed
 # Demo scale comes from configs/demo.yaml; `make demo CUSTOMERS=5000` overrides it.
 CUSTOMERS ?=
 PYTEST_ARGS ?=
+# Where the bento lock finds torch's CPU build (`make bento-lock TORCH_SOURCE="--find-links DIR"` offline).
+TORCH_INDEX := https://download.pytorch.org/whl/cpu
+TORCH_SOURCE ?= --extra-index-url $(TORCH_INDEX) --index-strategy unsafe-best-match
 
 .DEFAULT_GOAL := help
 .PHONY: help install redis demo test test-unit test-integration test-e2e lint typecheck fmt clean \
-        bench-features bench-materialize bench-train bench-faiss bench-weekly bench-serving
+        bench-features bench-materialize bench-train bench-faiss bench-weekly bench-serving \
+        bento-lock bento
 
 help: ## list targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS=":.*?## "}; {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}'
@@ -52,6 +56,15 @@ lint: install ## ruff + mypy
 fmt: install ## format with ruff
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
+
+bento-lock: install ## re-pin serving/requirements.lock.txt (the bento's requirements) from pyproject + constraints
+	{ sed -n '1,3p' serving/requirements.lock.txt; echo "--extra-index-url $(TORCH_INDEX)"; \
+	  $(BIN)/python -m uv pip compile pyproject.toml -c constraints.txt $(TORCH_SOURCE) --python-version 3.11 \
+	    --python-platform x86_64-manylinux_2_28 --no-header --no-annotate --allow-unsafe --quiet; \
+	} > serving/requirements.lock.txt.tmp && mv serving/requirements.lock.txt.tmp serving/requirements.lock.txt
+
+bento: install ## build the BentoML bento (then `bentoml containerize lookalike:latest`, see serving/README.md)
+	$(BIN)/bentoml build -f serving/bentofile.yaml .
 
 bench-features: install ## Spark feature build, 1M customers (see bench/README.md)
 	$(BIN)/python bench/bench_features.py
