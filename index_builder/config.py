@@ -9,7 +9,8 @@ from pathlib import Path
 from index_builder.aggregation import AGGREGATIONS, THRESHOLD_MODES
 from index_builder.faiss_backend import IndexParams
 from lookalike.errors import ConfigError
-from lookalike.settings import CHAMPION_ALIAS, DEFAULT_TRACKING_URI, REGISTERED_MODEL_NAME
+from lookalike.mlflow_store import default_tracking_uri
+from lookalike.settings import CHAMPION_ALIAS, REGISTERED_MODEL_NAME
 
 
 @dataclass
@@ -42,7 +43,8 @@ class AssignmentParams:
 
 @dataclass
 class ModelRef:
-    tracking_uri: str = DEFAULT_TRACKING_URI
+    # $MLFLOW_TRACKING_URI when set, else sqlite:///mlflow.db
+    tracking_uri: str = field(default_factory=default_tracking_uri)
     name: str = REGISTERED_MODEL_NAME
     # a registry alias (champion/candidate) or a version number
     ref: str = CHAMPION_ALIAS

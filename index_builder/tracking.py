@@ -6,16 +6,9 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from lookalike.mlflow_store import ensure_experiment
+
 log = logging.getLogger(__name__)
-
-
-def default_artifact_location(tracking_uri: str) -> str | None:
-    """Keep artifacts beside a SQLite tracking DB (``<db dir>/mlartifacts``), not in the cwd."""
-    prefix = "sqlite:///"
-    if tracking_uri.startswith(prefix):
-        db = Path(tracking_uri[len(prefix):]).resolve()
-        return (db.parent / "mlartifacts").as_uri()
-    return None
 
 
 def log_run(
@@ -32,9 +25,7 @@ def log_run(
     from mlflow import MlflowClient
 
     client = MlflowClient(tracking_uri=tracking_uri)
-    found = client.get_experiment_by_name(experiment)
-    experiment_id = found.experiment_id if found else client.create_experiment(
-        experiment, artifact_location=default_artifact_location(tracking_uri))
+    experiment_id = ensure_experiment(client, experiment, tracking_uri)
     run = client.create_run(experiment_id, run_name=run_name, tags=tags)
     run_id = run.info.run_id
     for key, value in params.items():

@@ -45,7 +45,7 @@ def _retrain(config: WeeklyConfig, staging: Path, run_date: str) -> str:
 
     snapshot_dir = snapshot_run(load_config(SnapshotConfig, None, [
         f"repo={config.repo}", f"label_date={run_date}", f"out={staging / 'snapshots'}"]))
-    from index_builder.tracking import default_artifact_location
+    from lookalike.mlflow_store import default_artifact_location
 
     overrides = [f"tracking.tracking_uri={config.model.tracking_uri}", f"tracking.model_name={config.model.name}"]
     location = default_artifact_location(config.model.tracking_uri)

@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lookalike.settings import DEFAULT_TRACKING_URI, EXPERIMENT_NAME, REGISTERED_MODEL_NAME
+from lookalike.mlflow_store import default_tracking_uri
+from lookalike.settings import EXPERIMENT_NAME, REGISTERED_MODEL_NAME
 from training.segment_weights import WEIGHTINGS
 
 PROMOTE_CHOICES = ("always", "if_better", "never")
@@ -67,9 +68,11 @@ class SplitConfig:
 
 @dataclass
 class TrackingConfig:
-    tracking_uri: str = DEFAULT_TRACKING_URI
+    # $MLFLOW_TRACKING_URI when set, else sqlite:///mlflow.db (lookalike/mlflow_store.py).
+    tracking_uri: str = field(default_factory=default_tracking_uri)
     experiment: str = EXPERIMENT_NAME
-    # None: MLflow's default (./mlartifacts for a sqlite store). Tests point it into tmp_path.
+    # None: beside a SQLite store (<db dir>/mlartifacts), or the tracking server's choice
+    # (mlflow-artifacts:/ with `mlflow server --serve-artifacts`). Used when the experiment is created.
     artifact_location: str | None = None
     model_name: str = REGISTERED_MODEL_NAME
     register: bool = True

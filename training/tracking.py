@@ -13,27 +13,50 @@ import mlflow
 import numpy as np
 import yaml
 from mlflow import MlflowClient
+from mlflow.data.pandas_dataset import from_pandas
 from mlflow.exceptions import MlflowException
 
 from lookalike.artifacts import git_commit, utc_now, write_json
 from lookalike.config import config_to_dict, flatten
+from lookalike.mlflow_store import ensure_experiment
 from lookalike.settings import CANDIDATE_ALIAS, CHAMPION_ALIAS
 from training.artifact import CHECKPOINT_NAME, EncoderPyfunc, load_registered_encoder
 from training.config import TrainConfig
+from training.data import SEGMENTS_COLUMN, Snapshot
 from training.evaluation import embedding_pair_metrics
+from training.model_card import CardFacts, input_example, model_card, model_signature, version_description
 from training.sampling import n_bins
 from training.spectrogram import plot_spectrogram
 from training.train import EpochRecord, FitResult, TrainResult, fit, load_checked_snapshot
 
 log = logging.getLogger(__name__)
 PIP_REQUIREMENTS = ["torch", "numpy", "pandas", "pyarrow", "mlflow", "lookalike"]
+MODEL_CARD = "model_card.md"
 
 
-def experiment_id(client: MlflowClient, name: str, artifact_location: str | None) -> str:
-    existing = client.get_experiment_by_name(name)
-    if existing is not None:
-        return str(existing.experiment_id)
-    return str(client.create_experiment(name, artifact_location=artifact_location))
+def _other_views(repo: Path | None, contract_views: list[str]) -> dict[str, tuple[str, str]]:
+    """Registry views that are not model inputs, with their legal basis and role (card)."""
+    if repo is None:
+        return {}
+    from lookalike.feast_utils import open_store
+
+    others: dict[str, tuple[str, str]] = {}
+    for view in open_store(repo).list_feature_views():
+        if view.name not in contract_views:
+            tags = view.tags or {}
+            role = tags.get("lookalike_role")
+            others[view.name] = (tags.get("legal_basis", "untagged"),
+                                 f"not a model input ({role})" if role else "not a model input")
+    return others
+
+
+def snapshot_dataset(snapshot: Snapshot) -> Any:
+    """The training snapshot as an MLflow dataset: source path, schema, row count, content hash."""
+    manifest = snapshot.manifest
+    name = f"{snapshot.contract.service_name}_v{snapshot.contract.service_version}@{manifest.get('label_date', '')}"
+    # MLflow keeps at most 36 characters of digest; the full hash is a run tag.
+    return from_pandas(snapshot.frame, source=str(Path(snapshot.path).resolve() / "data.parquet"),
+                                   name=name, targets=SEGMENTS_COLUMN, digest=snapshot.content_hash[:32])
 
 
 def _finite(values: dict[str, float]) -> dict[str, float]:
@@ -82,8 +105,9 @@ def track_training(config: TrainConfig) -> TrainResult:
     mlflow.set_tracking_uri(tracking.tracking_uri)
     mlflow.set_registry_uri(tracking.tracking_uri)
     client = MlflowClient(tracking_uri=tracking.tracking_uri, registry_uri=tracking.tracking_uri)
-    exp_id = experiment_id(client, tracking.experiment, tracking.artifact_location)
+    exp_id = ensure_experiment(client, tracking.experiment, tracking.tracking_uri, tracking.artifact_location)
     resolved = config_to_dict(config)
+    other_views = _other_views(config.repo, snapshot.contract.views)
 
     with mlflow.start_run(experiment_id=exp_id, run_name=tracking.run_name) as active, \
             tempfile.TemporaryDirectory(prefix="lookalike-train-") as scratch_name:
@@ -92,6 +116,7 @@ def track_training(config: TrainConfig) -> TrainResult:
         mlflow.log_params({k: ("None" if v is None else str(v))[:500] for k, v in flatten(resolved).items()})
         mlflow.log_text(yaml.safe_dump(resolved, sort_keys=True), "config/training.yaml")
         mlflow.set_tag("git_commit", git_commit())
+        mlflow.log_input(snapshot_dataset(snapshot), context="training")
 
         def on_epoch(record: EpochRecord) -> None:
             mlflow.log_metrics(_finite(record.metrics()), step=record.epoch)
@@ -148,6 +173,8 @@ def track_training(config: TrainConfig) -> TrainResult:
                 name="model", python_model=EncoderPyfunc(),
                 artifacts={"checkpoint": str(checkpoint), "manifest": str(manifest_path)},
                 registered_model_name=tracking.model_name, pip_requirements=PIP_REQUIREMENTS,
+                signature=model_signature(contract, result.encoder.embedding_dim),
+                input_example=input_example(result.encoder),
             )
             model_version = str(logged.registered_model_version)
             model_uri = f"models:/{tracking.model_name}/{model_version}"
@@ -162,6 +189,23 @@ def track_training(config: TrainConfig) -> TrainResult:
         mlflow.set_tag("promotion", decision["reason"])
         mlflow.set_tag("promoted", str(promoted).lower())
         mlflow.log_text(json.dumps({**decision, "promoted": promoted}, indent=2, default=str), "promotion.json")
+        facts = CardFacts(
+            model_name=tracking.model_name, model_version=model_version, run_id=run_id, contract=contract,
+            snapshot_path=str(snapshot.path), snapshot_hash=snapshot.content_hash,
+            snapshot_manifest=snapshot.manifest, split_sizes=result.split_sizes, segments=snapshot.vocabulary,
+            segment_weights=None if config.segment_weighting.method == "none"
+            else result.encoder.metadata["segment_weights"],
+            weight_floor=None if config.segment_weighting.method == "none" else config.segment_weighting.floor,
+            metrics={"test_mae": test_mae, "val_mae": result.val.mae, "val_knn_micro_f1": result.best_knn.best,
+                     "raw_knn_micro_f1": result.raw_knn.best},
+            embedding_dim=result.encoder.embedding_dim, promotion_reason=str(decision["reason"]),
+            other_views=other_views,
+        )
+        mlflow.log_text(model_card(facts), MODEL_CARD)
+        if model_version is not None:
+            client.update_model_version(tracking.model_name, model_version, description=version_description(facts))
+            client.set_model_version_tag(tracking.model_name, model_version, "model_card",
+                                         f"runs:/{run_id}/{MODEL_CARD}")
         log.info("run %s: test MAE %.4f; %s", run_id, test_mae, decision["reason"])
 
     return TrainResult(
