@@ -111,6 +111,11 @@ class IndexBundle:
     def score(self, vectors: np.ndarray, exclude_anchor_rows: np.ndarray | None = None) -> np.ndarray:
         """Per-segment scores (n, n_segments) for embeddings, with the bundle's aggregation."""
         sims, ids = self.search(vectors, exclude_anchor_rows=exclude_anchor_rows)
+        return self.score_neighbours(sims, ids)
+
+    def score_neighbours(self, sims: np.ndarray, ids: np.ndarray) -> np.ndarray:
+        """Per-segment scores from already-found neighbours (cosine, anchor row): the part of
+        :meth:`score` after the search, for callers that search elsewhere (sharded Spark search)."""
         return score_neighbours(sims, ids, self.anchor_segments, self.assignment.aggregation)
 
     def decide(self, scores: np.ndarray) -> np.ndarray:

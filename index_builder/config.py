@@ -8,9 +8,12 @@ from pathlib import Path
 
 from index_builder.aggregation import AGGREGATIONS, THRESHOLD_MODES
 from index_builder.faiss_backend import IndexParams
+from index_builder.spark_engine import SparkParams
 from lookalike.errors import ConfigError
 from lookalike.mlflow_store import default_tracking_uri
 from lookalike.settings import CHAMPION_ALIAS, REGISTERED_MODEL_NAME
+
+WEEKLY_ENGINES = ("local", "spark")
 
 
 @dataclass
@@ -113,3 +116,11 @@ class WeeklyConfig:
         "raw_feature_knn", "iv_weighted_knn", "kmeans_propagation", "logistic_regression"])
     log_mlflow: bool = True
     batch_size: int = 16384
+    # where the population is embedded and scored: local (one process, the default) or spark
+    # (executors; index_builder/spark_engine.py, docs/scaling.md)
+    engine: str = "local"
+    spark: SparkParams = field(default_factory=SparkParams)
+
+    def __post_init__(self) -> None:
+        if self.engine not in WEEKLY_ENGINES:
+            raise ConfigError(f"engine must be one of {WEEKLY_ENGINES}, got {self.engine!r}")

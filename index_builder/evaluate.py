@@ -260,7 +260,7 @@ def run(config: EvaluateConfig, *, population: Any = None, encoder_and_info: Any
                               list(config.baselines), config.kmeans_clusters)
     table_dir = segment_table_dir or Path(config.segments_root) / run_date
     expansion = None
-    if (table_dir / "segments.parquet").is_file():
+    if (table_dir / "segments.parquet").exists():  # a file (local engine) or Spark's part files
         expansion = expansion_table(pq.read_table(table_dir / "segments.parquet").to_pandas(), bundle.segments)
     else:
         log.warning("no segment table at %s; the report has no volume expansion section", table_dir)

@@ -96,10 +96,17 @@ def run(config: WeeklyConfig) -> WeeklyResult:
         steps.append(f"index {bundle.index_version}")
         assign_config = AssignConfig(repo=config.repo, date=run_date, model=config.model,
                                      batch_size=config.batch_size)
-        staged_segments = assign.run(assign_config, population=population, encoder_and_info=(encoder, info),
-                                     bundle=bundle, output_dir=staging / "segments" / run_date,
-                                     set_as_current=False)
-        steps.append("assigned segments")
+        if config.engine == "spark":
+            from index_builder import spark_engine
+
+            staged_segments = spark_engine.run(assign_config, config.spark, population=population,
+                                               encoder_and_info=(encoder, info), bundle=bundle,
+                                               output_dir=staging / "segments" / run_date)
+        else:
+            staged_segments = assign.run(assign_config, population=population, encoder_and_info=(encoder, info),
+                                         bundle=bundle, output_dir=staging / "segments" / run_date,
+                                         set_as_current=False)
+        steps.append(f"assigned segments ({config.engine} engine)")
         staged_report = None
         if config.evaluate:
             eval_config = EvaluateConfig(repo=config.repo, date=run_date, model=config.model,
@@ -155,10 +162,12 @@ def add_cli(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--repo", type=Path)
     parser.add_argument("--date", required=False)
     parser.add_argument("--retrain", action="store_true", help="build a training snapshot and retrain first")
+    parser.add_argument("--engine", choices=("local", "spark"),
+                        help="where customers are embedded and scored (default local; docs/scaling.md)")
     parser.add_argument("overrides", nargs="*", help="key=value config overrides")
 
     def handler(args: argparse.Namespace) -> int:
-        overrides = cli_overrides(args, ["repo", "date"])
+        overrides = cli_overrides(args, ["repo", "date", "engine"])
         if args.retrain:
             overrides.append("retrain=true")
         config_path = args.config if args.config and Path(args.config).is_file() else None

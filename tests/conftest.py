@@ -9,7 +9,7 @@ test session on the real components: Spark local[2], the Feast CLI, MLflow on SQ
 from __future__ import annotations
 
 import os
-import shutil
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,7 +25,8 @@ pytest_plugins = [
 ]
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-os.environ.setdefault("PYSPARK_PYTHON", shutil.which("python") or "python3")
+# Spark's Python workers run pandas/torch UDFs (weekly --engine spark): the venv's interpreter.
+os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
 
 
 class RedisServer(LocalRedis):

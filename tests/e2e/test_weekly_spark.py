@@ -1,0 +1,78 @@
+"""``lookalike weekly --engine spark`` gives the local engine's segment table.
+
+Same model, same date, same fixture: the local engine, the Spark engine with the index
+broadcast whole, and the Spark engine with the index split into anchor-range shards (a tiny
+``spark.shard_above_mb``) must build the same index bundle and write the same unified table.
+Rows are compared exactly; scores to 1e-6 (float32 aggregation over the same neighbours, in
+possibly another summation order).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from tests.e2e.test_weekly import weekly_config
+
+pytestmark = pytest.mark.e2e
+SCORE_TOLERANCE = 1e-6
+KEYS = ["customer_id", "segment", "source", "model_version", "index_version", "run_date"]
+
+
+def _weekly(trained_model: Any, repo: Path, workspace: Path, extra: list[str]) -> Any:
+    from index_builder.weekly import run
+
+    return run(weekly_config(repo, trained_model, workspace, ["evaluate=false", "log_mlflow=false", *extra]))
+
+
+@pytest.fixture(scope="module")
+def engines(trained_model, feature_repo_dir, spark, tmp_path_factory) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+    root = tmp_path_factory.mktemp("weekly_engines")
+    return {
+        "local": _weekly(trained_model, feature_repo_dir, root / "local", []),
+        "spark": _weekly(trained_model, feature_repo_dir, root / "spark", ["engine=spark"]),
+        "spark_sharded": _weekly(trained_model, feature_repo_dir, root / "sharded",
+                                 ["engine=spark", "spark.shard_above_mb=0.02", "spark.partitions=3"]),
+    }
+
+
+def _table(result: Any) -> pd.DataFrame:
+    return pq.read_table(result.segments_dir / "segments.parquet").to_pandas()
+
+
+def _manifest(directory: Path) -> dict[str, Any]:
+    return dict(json.loads((directory / "manifest.json").read_text()))
+
+
+@pytest.mark.parametrize("engine", ["spark", "spark_sharded"])
+def test_spark_engine_writes_the_local_engines_table(engines: dict[str, Any], engine: str) -> None:
+    local, other = engines["local"], engines[engine]
+    # same model and the same index: the bundles' content hashes agree
+    assert _manifest(other.index_dir)["content_hash"] == _manifest(local.index_dir)["content_hash"]
+    expected, actual = _table(local), _table(other)
+    assert actual.dtypes.to_dict() == expected.dtypes.to_dict()
+    assert len(actual) == len(expected) and (actual["source"] == "lookalike").sum() > 100
+    pd.testing.assert_frame_equal(actual[KEYS], expected[KEYS])  # same rows in the same order
+    assert (actual["score"] - expected["score"]).abs().max() <= SCORE_TOLERANCE
+
+    spark_manifest, local_manifest = _manifest(other.segments_dir), _manifest(local.segments_dir)
+    assert spark_manifest["counts"] == local_manifest["counts"]
+    assert spark_manifest["volumes"] == local_manifest["volumes"]
+    assert spark_manifest["engine"] == "spark"
+    assert spark_manifest["index_shards"] == (1 if engine == "spark" else 5)
+
+
+def test_spark_engine_output_is_staged_and_swapped_like_the_local_one(engines: dict[str, Any]) -> None:
+    from index_builder.bundle import current_path
+
+    result = engines["spark"]
+    workspace = result.segments_dir.parents[1]
+    assert current_path(workspace / "segments") == result.segments_dir
+    assert not list(workspace.glob(".weekly-*"))  # staging removed
+    parts = sorted((result.segments_dir / "segments.parquet").glob("part-*.parquet"))
+    assert parts, "Spark's writer produced the table"
