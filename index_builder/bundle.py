@@ -108,6 +108,11 @@ class IndexBundle:
             return faiss_backend.search_excluding_self(self.index, queries, exclude_anchor_rows, k)
         return faiss_backend.search(self.index, queries, k)
 
+    @functools.cached_property
+    def label_weights(self) -> sp.csr_matrix:
+        """The anchor label matrix as float32, converted once (not per scoring call)."""
+        return sp.csr_matrix(self.anchor_segments, dtype=np.float32)
+
     def score(self, vectors: np.ndarray, exclude_anchor_rows: np.ndarray | None = None) -> np.ndarray:
         """Per-segment scores (n, n_segments) for embeddings, with the bundle's aggregation."""
         sims, ids = self.search(vectors, exclude_anchor_rows=exclude_anchor_rows)
@@ -116,7 +121,7 @@ class IndexBundle:
     def score_neighbours(self, sims: np.ndarray, ids: np.ndarray) -> np.ndarray:
         """Per-segment scores from already-found neighbours (cosine, anchor row): the part of
         :meth:`score` after the search, for callers that search elsewhere (sharded Spark search)."""
-        return score_neighbours(sims, ids, self.anchor_segments, self.assignment.aggregation)
+        return score_neighbours(sims, ids, self.label_weights, self.assignment.aggregation)
 
     def decide(self, scores: np.ndarray) -> np.ndarray:
         return decide(scores, self.assignment.threshold_array)
@@ -163,7 +168,7 @@ def write_bundle(
             tmp, BUNDLE_KIND,
             dim=built.dim, metric="cosine", index_type=built.index_type, index_params=built.params,
             built_on=built.device, gpu_fallback_reason=built.fallback_reason,
-            recall_at_k=built.recall_at_k, recall_k=built.recall_k,
+            recall_at_k=built.recall_at_k, recall_k=built.recall_k, recall_check=built.recall_check,
             build_seconds=round(built.build_seconds, 3),
             **manifest_fields,
         )

@@ -9,10 +9,18 @@ Vectors are L2-normalised, so inner product equals cosine. Index types:
 - ``ivf``: ``IndexIVFFlat`` (``nlist`` inverted lists, ``nprobe`` probed at search time);
 - ``hnsw``: ``IndexHNSWFlat`` (graph with ``hnsw_m`` links, ``ef_search`` at search time).
 
-Approximate indexes are checked against exact search on a sample (recall@k) at build time.
-A GPU is used when faiss was built with GPU support and a device is present; anything
-short of that (CPU-only wheel, no device, a failed transfer) falls back to CPU with a log
-line, never an exception, so the same config runs everywhere.
+Recall guarantee: an approximate index is checked against exact search at build time on a
+held-out sample of anchors used as queries (each query's own row excluded from both
+answers). While recall@k is below ``min_recall`` the search knob (IVF ``nprobe``, HNSW
+``efSearch``) is raised; when the knob is exhausted or ``tune_seconds`` runs out the
+builder falls back to exact search with a warning. Every trial, the chosen knob and the
+measured recall go into the bundle manifest.
+
+Devices: FAISS GPU when faiss was built with GPU support and a device is present; else,
+when torch sees CUDA, batch searches run as exact torch matmul + top-k on the GPU
+(:mod:`index_builder.torch_search`; the saved index stays the CPU one); else CPU. Anything
+short of that (CPU-only wheel, no device, a failed transfer) falls back with a log line,
+never an exception, so the same config runs everywhere.
 """
 
 from __future__ import annotations
@@ -59,6 +67,11 @@ class IndexParams:
     device: str = "auto"
     # queries used to measure recall@k against exact search for approximate indexes
     recall_sample: int = 1000
+    # recall@k (k = the assignment k) the index must reach against exact search; the search
+    # knob is raised until it does, else exact search is used. 0 = measure only.
+    min_recall: float = 0.95
+    # wall-clock budget for raising the knob; when it runs out: exact search, with a warning
+    tune_seconds: float = 120.0
     threads: int = 0  # 0 = faiss default (all cores)
     seed: int = 1234
 
@@ -72,9 +85,11 @@ class IndexParams:
         for name in ("hnsw_m", "ef_construction", "ef_search", "kmeans_iterations"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"index.{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("nlist", "nprobe", "recall_sample", "exact_below", "train_sample"):
+        for name in ("nlist", "nprobe", "recall_sample", "exact_below", "train_sample", "tune_seconds"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"index.{name} must be >= 0, got {getattr(self, name)}")
+        if not 0.0 <= self.min_recall <= 1.0:
+            raise ConfigError(f"index.min_recall must lie in [0, 1], got {self.min_recall}")
 
     def resolved_type(self, n: int) -> str:
         """The concrete index type for ``n`` anchors (``auto`` picks flat or ivf)."""
@@ -98,6 +113,8 @@ class BuiltIndex:
     params: dict[str, Any] = field(default_factory=dict)
     fallback_reason: str | None = None
     search_index: Any = None  # GPU copy when built on GPU; else the CPU index
+    # the recall guarantee: target, trials [(knob, value, recall)], exact fallback reason
+    recall_check: dict[str, Any] = field(default_factory=dict)
 
     def searcher(self) -> Any:
         return self.search_index if self.search_index is not None else self.index
@@ -116,16 +133,38 @@ def gpu_support() -> tuple[bool, str]:
     return True, f"{n} GPU(s)"
 
 
+def torch_cuda_support() -> tuple[bool, str]:
+    """Whether torch can run the exact GPU search, and why not when it cannot."""
+    try:
+        import torch
+    except ImportError:  # pragma: no cover - torch is a project dependency
+        return False, "torch is not installed"
+    try:
+        if torch.cuda.is_available():
+            return True, f"torch CUDA {torch.version.cuda}, {torch.cuda.device_count()} device(s)"
+    except Exception as exc:  # noqa: BLE001 - broken drivers surface as arbitrary errors
+        return False, f"torch.cuda.is_available() failed: {exc}"
+    return False, "torch sees no CUDA device"
+
+
 def resolve_device(requested: str) -> tuple[str, str | None]:
-    """``(device, fallback_reason)``: the device to use for ``requested`` (auto/cpu/gpu)."""
+    """``(device, fallback_reason)`` for ``requested`` (auto/cpu/gpu).
+
+    ``gpu``: FAISS GPU; ``torch-cuda``: CPU index, exact batch search with torch on the GPU
+    (FAISS without GPU support, e.g. faiss-cpu on a CUDA machine); ``cpu``.
+    """
     if requested == "cpu":
         return "cpu", None
     ok, why = gpu_support()
     if ok:
         return "gpu", None
+    torch_ok, torch_why = torch_cuda_support()
+    if torch_ok:
+        return "torch-cuda", f"{why}; exact search with {torch_why}"
+    reason = f"{why}; {torch_why}"
     if requested == "gpu":
-        log.warning("GPU requested for FAISS but unavailable (%s); falling back to CPU", why)
-    return "cpu", why
+        log.warning("GPU requested for FAISS but unavailable (%s); falling back to CPU", reason)
+    return "cpu", reason
 
 
 def set_threads(threads: int) -> None:
@@ -208,7 +247,10 @@ def _make_cpu_index(dim: int, params: IndexParams, n: int) -> tuple[Any, dict[st
         # the sample size is chosen by _training_sample; stop faiss from subsampling again
         index.cp.max_points_per_centroid = max(1, n // nlist + 1)
         index.nprobe = nprobe
-        return index, {"nlist": nlist, "nprobe": nprobe, "quantizer": quantizer_kind}
+        info: dict[str, Any] = {"nlist": nlist, "nprobe": nprobe, "quantizer": quantizer_kind}
+        if quantizer_kind == "hnsw":
+            info["quantizer_ef_search"] = quantizer.hnsw.efSearch
+        return index, info
     graph: Any = faiss.IndexHNSWFlat(dim, params.hnsw_m, faiss.METRIC_INNER_PRODUCT)
     graph.hnsw.efConstruction = params.ef_construction
     graph.hnsw.efSearch = params.ef_search
@@ -230,7 +272,7 @@ def _to_gpu(index: Any) -> Any:
 
 
 def build_index(vectors: np.ndarray, params: IndexParams, recall_k: int = 10) -> BuiltIndex:
-    """Build a cosine index over ``vectors`` (L2-normalised here) and measure its recall."""
+    """Build a cosine index over ``vectors`` (L2-normalised here); guarantee its recall@k."""
     data = l2_normalise(vectors)
     n, dim = data.shape
     if n == 0:
@@ -267,14 +309,113 @@ def build_index(vectors: np.ndarray, params: IndexParams, recall_k: int = 10) ->
     if params.type == "auto":
         built.params["selected_by"] = f"auto (exact below {params.exact_below} anchors)"
     if kind != "flat" and params.recall_sample > 0:
-        built.recall_at_k = measure_recall(built.searcher(), data, recall_k, params.recall_sample,
-                                           params.seed)
-        built.recall_k = recall_k
-        log.info("%s index recall@%d vs exact on %d queries: %.4f", kind, recall_k,
-                 min(params.recall_sample, n), built.recall_at_k)
+        guarantee_recall(built, data, recall_k, params)
     elif kind == "flat":
         built.recall_at_k, built.recall_k = 1.0, recall_k
+    if device == "torch-cuda":
+        built.search_index = _torch_searcher(data)
+        if built.search_index is None:
+            built.device = "cpu"
     return built
+
+
+def _torch_searcher(data: np.ndarray) -> Any:
+    from index_builder.torch_search import TorchExactIndex
+
+    try:
+        return TorchExactIndex(data)
+    except Exception as exc:  # noqa: BLE001 - CUDA errors must not abort a weekly run
+        log.warning("torch CUDA exact search unavailable (%s); searching on CPU", exc)
+        return None
+
+
+def _knob(built: BuiltIndex) -> tuple[str, int, int] | None:
+    """(name, current value, largest useful value) of the index's recall/speed knob."""
+    if built.index_type == "ivf":
+        nlist = int(built.params["nlist"])
+        return "nprobe", int(built.params["nprobe"]), nlist
+    if built.index_type == "hnsw":
+        return "ef_search", int(built.params["ef_search"]), max(built.ntotal, 1)
+    return None
+
+
+def _apply_knob(built: BuiltIndex, name: str, value: int) -> None:
+    built.params[name] = value
+    if name == "nprobe" and built.params.get("quantizer") == "hnsw":
+        built.params["quantizer_ef_search"] = max(64, 2 * value)
+    set_search_params(built.index, built.params)
+    if built.search_index is not None and built.search_index is not built.index:
+        try:
+            faiss.GpuParameterSpace().set_index_parameter(built.search_index, name.replace("_s", "S"), value)
+        except Exception as exc:  # noqa: BLE001 - GPU parameter names differ by index type
+            log.warning("could not set %s=%d on the GPU index (%s)", name, value, exc)
+
+
+def held_out_truth(data: np.ndarray, k: int, sample: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(query rows, their exact top-k among the other anchors): the recall reference."""
+    n = data.shape[0]
+    rows = np.sort(np.random.default_rng(seed).choice(n, size=min(sample, n), replace=False))
+    _, truth = search_excluding_self(_ExactSearch(data), data[rows], rows, k)
+    return rows, truth
+
+
+class _ExactSearch:
+    """Brute-force inner product over ``data`` with the index ``search`` signature."""
+
+    def __init__(self, data: np.ndarray) -> None:
+        self.data = data
+        self.ntotal = data.shape[0]
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        return faiss.knn(queries, self.data, k, metric=faiss.METRIC_INNER_PRODUCT)
+
+
+def guarantee_recall(built: BuiltIndex, data: np.ndarray, k: int, params: IndexParams) -> None:
+    """Measure recall@k on held-out anchors; raise the knob until ``min_recall`` holds.
+
+    Falls back to an exact flat index (with a warning) when the knob reaches its limit or
+    ``params.tune_seconds`` runs out first. Updates ``built`` in place.
+    """
+    k = max(1, min(k, built.ntotal - 1))
+    started = time.perf_counter()
+    rows, truth = held_out_truth(data, k, params.recall_sample, params.seed)
+    trials: list[list[Any]] = []
+    knob = _knob(built)
+    built.recall_k = k
+    built.recall_check = {"min_recall": params.min_recall, "queries": int(len(rows)), "trials": trials}
+    while True:
+        _, found = search_excluding_self(built.searcher(), data[rows], rows, k)
+        recall = recall_between(found, truth)
+        built.recall_at_k = recall
+        if knob is not None:
+            trials.append([knob[0], knob[1], round(recall, 5)])
+        if recall >= params.min_recall or knob is None:
+            break
+        name, value, limit = knob
+        spent = time.perf_counter() - started
+        if value >= limit or spent > params.tune_seconds:
+            why = (f"{name}={value} is already the largest useful value" if value >= limit
+                   else f"recall tuning exceeded index.tune_seconds={params.tune_seconds:g}")
+            _fall_back_to_exact(built, data, f"recall@{k} {recall:.4f} < {params.min_recall} ({why})")
+            break
+        knob = (name, min(limit, max(value + 1, int(value * 1.5))), limit)
+        _apply_knob(built, name, knob[1])
+    built.recall_check["seconds"] = round(time.perf_counter() - started, 3)
+    log.info("%s index %s recall@%d vs exact on %d held-out anchors: %.4f (target %.2f)", built.index_type,
+             {key: v for key, v in built.params.items() if key != "selected_by"}, k, len(rows),
+             built.recall_at_k, params.min_recall)
+
+
+def _fall_back_to_exact(built: BuiltIndex, data: np.ndarray, reason: str) -> None:
+    log.warning("index recall guarantee: %s; falling back to exact search", reason)
+    exact = faiss.IndexFlatIP(data.shape[1])
+    exact.add(data)
+    built.recall_check.update(fallback=reason, approximate={"type": built.index_type, **built.params})
+    built.index, built.search_index, built.index_type = exact, None, "flat"
+    built.params = {"selected_by": f"exact fallback: {reason}"}
+    built.recall_at_k = 1.0
+    if built.device == "gpu":
+        built.device = "cpu"
 
 
 def measure_recall(index: Any, data: np.ndarray, k: int, sample: int, seed: int = 0) -> float:
@@ -341,7 +482,11 @@ def write_index(index: Any, path: str) -> None:
 
 
 def read_index(path: str, device: str = "cpu") -> tuple[Any, str]:
-    """Read an index saved with :func:`write_index`; move it to GPU if asked and possible."""
+    """Read an index saved with :func:`write_index`; move it to GPU if asked and possible.
+
+    ``torch-cuda`` (FAISS without GPU support, CUDA torch) serves the index's own vectors
+    with exact torch search on the GPU: only for bulk batch search, not for serving.
+    """
     index = faiss.read_index(path)
     resolved, _ = resolve_device(device)
     if resolved == "gpu" and not isinstance(index, faiss.IndexHNSWFlat):
@@ -349,7 +494,19 @@ def read_index(path: str, device: str = "cpu") -> tuple[Any, str]:
             return _to_gpu(index), "gpu"
         except Exception as exc:  # noqa: BLE001
             log.warning("could not move index to GPU (%s); searching on CPU", exc)
+    if resolved == "torch-cuda":
+        searcher = _torch_searcher(stored_vectors(index))
+        if searcher is not None:
+            return searcher, "torch-cuda"
     return index, "cpu"
+
+
+def stored_vectors(index: Any) -> np.ndarray:
+    """All vectors of a flat, IVF-flat or HNSW-flat index, in id order."""
+    ivf = faiss.try_extract_index_ivf(index)
+    if ivf is not None:
+        ivf.make_direct_map()
+    return np.asarray(index.reconstruct_n(0, index.ntotal), dtype=np.float32)
 
 
 def set_search_params(index: Any, params: dict[str, Any]) -> None:
@@ -358,3 +515,7 @@ def set_search_params(index: Any, params: dict[str, Any]) -> None:
         index.nprobe = int(params["nprobe"])
     if "ef_search" in params and hasattr(index, "hnsw"):
         index.hnsw.efSearch = int(params["ef_search"])
+    if "quantizer_ef_search" in params and hasattr(index, "quantizer"):
+        quantizer = faiss.downcast_index(index.quantizer)
+        if hasattr(quantizer, "hnsw"):
+            quantizer.hnsw.efSearch = int(params["quantizer_ef_search"])

@@ -377,7 +377,33 @@ class OnlineFeatureReader:
         frame, found = self._read_feast(ids)
         return frame, found, status
 
+    def read_columns_with_status(self, customer_ids: Sequence[int] | np.ndarray) -> tuple[
+            dict[str, Any], np.ndarray, dict[str, np.ndarray]]:
+        """``read_with_status`` without DataFrames: ``({column: array}, found, {status: bool array})``.
+
+        The serving hot path: building two DataFrames per request costs more than the Redis
+        round trip. Same values as :meth:`read_with_status` (tested).
+        """
+        ids = np.asarray(customer_ids, dtype=np.int64)
+        if self._redis is not None and len(ids):
+            replies = self._redis.fetch(ids)
+            decoded, found = _decode_fields(replies, self._redis.specs)
+            columns = dict(zip(self.contract.columns, decoded, strict=True))
+            return columns, found, self._status_arrays(len(ids), replies, len(self._redis.specs))
+        frame, found, status = self.read_with_status(ids)
+        columns = {c: frame[c].array if isinstance(frame[c].array, pd.arrays.BooleanArray) else frame[c].to_numpy()
+                   for c in self.contract.columns}
+        return columns, found, {name: status[name].to_numpy(dtype=bool) for name in STATUS_FIELDS}
+
     # ------------------------------------------------------------------ direct Redis
+    def _status_arrays(self, n: int, replies: list[list[bytes | None]], offset: int) -> dict[str, np.ndarray]:
+        status = {name: np.zeros(n, dtype=bool) for name in STATUS_FIELDS}
+        for k, (name, _) in enumerate(self._status_views):
+            column = _decode_column([reply[offset + k] for reply in replies], "Bool")
+            # Absent means "not opted in" / "not suppressed", as on the Feast path.
+            status[name] = column.to_numpy(dtype=bool, na_value=False)
+        return status
+
     def _read_redis(self, ids: np.ndarray, with_status: bool) -> tuple[pd.DataFrame, np.ndarray, pd.DataFrame | None]:
         assert self._redis is not None
         replies = self._redis.fetch(ids)
@@ -387,14 +413,7 @@ class OnlineFeatureReader:
         return frame, found, status
 
     def _status_from_cells(self, ids: np.ndarray, replies: list[list[bytes | None]], offset: int) -> pd.DataFrame:
-        frame = pd.DataFrame({JOIN_KEY: ids})
-        for name in STATUS_FIELDS:
-            frame[name] = np.zeros(len(ids), dtype=bool)
-        for k, (name, _) in enumerate(self._status_views):
-            column = _decode_column([reply[offset + k] for reply in replies], "Bool")
-            # Absent means "not opted in" / "not suppressed", as on the Feast path.
-            frame[name] = column.to_numpy(dtype=bool, na_value=False)
-        return frame
+        return pd.DataFrame({JOIN_KEY: ids, **self._status_arrays(len(ids), replies, offset)})
 
     # ------------------------------------------------------------------ Feast
     def _online(self, refs: list[str], ids: np.ndarray) -> dict[str, list[Any]]:

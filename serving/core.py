@@ -126,6 +126,9 @@ class LookalikeRuntime:
         self.anchor_ids = np.asarray(bundle.anchor_ids, dtype=np.int64)
         self.anchor_row = {int(a): i for i, a in enumerate(self.anchor_ids)}
         self.anchor_segments = sp.csr_matrix(bundle.anchor_segments)
+        # float32 once at load: score_neighbours would otherwise convert all anchors' labels
+        # on every request (an allocation sized by the anchor count)
+        self.anchor_weights = sp.csr_matrix(self.anchor_segments, dtype=np.float32)
         assignment = bundle.assignment
         self.segments: list[str] = list(_get(assignment, "segments"))
         names = _get(assignment, "segment_names", default=None) or {}
@@ -226,13 +229,27 @@ class LookalikeRuntime:
             ) from exc
         return frame, np.asarray(found, dtype=bool), status
 
+    def _read_columns(self, ids: list[int]) -> tuple[dict[str, Any], np.ndarray, dict[str, np.ndarray]]:
+        """The hot path's read: column arrays and status arrays, no DataFrames."""
+        from lookalike.online import OnlineStoreUnavailable
+
+        if not hasattr(self.reader, "read_columns_with_status"):  # readers without the fast path
+            frame, found, status = self._read(ids)
+            columns = {c: frame[c].to_numpy() for c in frame.columns}
+            return columns, found, {name: _status_column(status, name, len(ids)) for name in ("opt_in", "suppressed")}
+        try:
+            columns, found, status = self.reader.read_columns_with_status(ids)
+        except OnlineStoreUnavailable as exc:
+            raise StoreUnavailableError("online feature store unavailable; retry shortly") from exc
+        return columns, np.asarray(found, dtype=bool), status
+
     def assign(self, customer_ids: Sequence[int]) -> tuple[Versions, list[CustomerAssignment]]:
         """One result per requested id, in request order (duplicates answered twice)."""
         requested = [int(i) for i in customer_ids]
         unique = list(dict.fromkeys(requested))
-        frame, found, status = self._read(unique)
-        suppressed = _status_column(status, "suppressed", len(unique))
-        opt_in = _status_column(status, "opt_in", len(unique))
+        columns, found, status = self._read_columns(unique)
+        suppressed = status["suppressed"]
+        opt_in = status["opt_in"]
         results: dict[int, CustomerAssignment] = {}
         to_embed: list[int] = []
         for row, cid in enumerate(unique):
@@ -246,11 +263,10 @@ class LookalikeRuntime:
                 to_embed.append(row)
         if to_embed:
             rows = np.asarray(to_embed)
-            embeddings = self.encoder.embed(frame.iloc[rows].reset_index(drop=True))
-            for cid, item in zip(
-                [unique[r] for r in to_embed], self._lookalike(np.asarray([unique[r] for r in to_embed]),
-                                                               embeddings), strict=True
-            ):
+            selected = columns if len(rows) == len(unique) else {c: v[rows] for c, v in columns.items()}
+            embeddings = self.encoder.embed(selected)
+            ids = np.asarray([unique[r] for r in to_embed], dtype=np.int64)
+            for cid, item in zip(ids.tolist(), self._lookalike(ids, embeddings), strict=True):
                 results[cid] = item
         return self.versions, [results[cid] for cid in requested]
 
@@ -270,7 +286,7 @@ class LookalikeRuntime:
         sims, idx = self.bundle.search(
             embeddings, self.k, exclude_anchor_rows=self.bundle.anchor_rows(ids)
         )
-        scores = score_neighbours(sims, idx, self.anchor_segments, self.aggregation)
+        scores = score_neighbours(sims, idx, self.anchor_weights, self.aggregation)
         members = self.bundle.decide(scores)
         out = []
         for i, cid in enumerate(ids.tolist()):

@@ -28,8 +28,10 @@ from lookalike.contract import FeatureContract
 from lookalike.errors import ArtifactError
 from lookalike.settings import CHAMPION_ALIAS, REGISTERED_MODEL_NAME
 from training.config import ModelConfig
-from training.model import Tower
+from training.model import Tower, embed_arrays
 from training.preprocessing import Preprocessor
+
+__all__ = ["LookalikeEncoder", "ModelInfo", "embed_arrays", "load_registered_encoder", "split_of"]
 
 CHECKPOINT_NAME = "checkpoint.pt"
 CHECKPOINT_FORMAT = 1
@@ -84,7 +86,8 @@ class LookalikeEncoder:
         return self.preprocessor.feature_matrix(frame)
 
     @torch.no_grad()
-    def embed(self, frame: pd.DataFrame, batch_size: int = 16384) -> np.ndarray:
+    def embed(self, frame: Any, batch_size: int = 16384) -> np.ndarray:
+        """Embeddings of a DataFrame or a {column: array} mapping of contract columns."""
         features = self.preprocessor.transform(frame)
         return embed_arrays(self.tower, features.dense, features.categorical_index, batch_size)
 
@@ -121,21 +124,6 @@ class LookalikeEncoder:
         tower = Tower(preprocessor.dense_dim, preprocessor.cardinalities, ModelConfig(**metadata["model_config"]))
         tower.load_state_dict(payload["state_dict"])
         return cls(tower, preprocessor, contract, payload["segments"], metadata)
-
-
-@torch.no_grad()
-def embed_arrays(tower: Tower, dense: np.ndarray, categorical_index: np.ndarray, batch_size: int = 16384) -> np.ndarray:
-    was_training = tower.training
-    tower.eval()
-    out = np.empty((dense.shape[0], tower.output.out_features), dtype=np.float32)
-    for start in range(0, dense.shape[0], batch_size):
-        stop = start + batch_size
-        out[start:stop] = tower(
-            torch.from_numpy(np.ascontiguousarray(dense[start:stop])),
-            torch.from_numpy(np.ascontiguousarray(categorical_index[start:stop])),
-        ).numpy()
-    tower.train(was_training)
-    return out
 
 
 class EncoderPyfunc(PythonModel):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -46,3 +47,20 @@ class TwoTowerModel(nn.Module):
 
     def forward(self, dense: torch.Tensor, categorical_index: torch.Tensor) -> torch.Tensor:
         return self.tower(dense, categorical_index)
+
+
+@torch.no_grad()
+def embed_arrays(tower: Tower, dense: np.ndarray, categorical_index: np.ndarray, batch_size: int = 16384) -> np.ndarray:
+    """Embeddings (n, dim) float32 of preprocessed features, in batches, on the tower's device."""
+    was_training = tower.training
+    tower.eval()
+    device = tower.output.weight.device
+    out = np.empty((dense.shape[0], tower.output.out_features), dtype=np.float32)
+    for start in range(0, dense.shape[0], batch_size):
+        stop = start + batch_size
+        out[start:stop] = tower(
+            torch.from_numpy(np.ascontiguousarray(dense[start:stop])).to(device, non_blocking=True),
+            torch.from_numpy(np.ascontiguousarray(categorical_index[start:stop])).to(device, non_blocking=True),
+        ).cpu().numpy()
+    tower.train(was_training)
+    return out

@@ -15,8 +15,9 @@ index building and serving apply exactly the same transform. Policies:
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeAlias
 
 import numpy as np
 import pandas as pd
@@ -27,9 +28,28 @@ from training.config import PreprocessingConfig
 
 STATE_VERSION = 1
 UNKNOWN = "__unknown__"
+# Below this many rows, categorical codes come from dict lookups instead of pandas
+# (serving's single-customer path: pandas' fixed cost per column dominates there).
+SMALL_BATCH_ROWS = 64
+
+# A DataFrame, or a mapping of column name -> array (numpy, pandas extension array or
+# Series): what the online reader hands over without building a DataFrame per request.
+Columns: TypeAlias = pd.DataFrame | Mapping[str, Any]
 
 
-def _as_numeric(series: pd.Series, column: str) -> np.ndarray:
+def _n_rows(frame: Columns) -> int:
+    if isinstance(frame, pd.DataFrame):
+        return len(frame)
+    return len(next(iter(frame.values()))) if len(frame) else 0
+
+
+def _is_missing(value: Any) -> bool:
+    return value is None or value is pd.NA or (not isinstance(value, str) and bool(value != value))
+
+
+def _as_numeric(series: Any, column: str) -> np.ndarray:
+    if isinstance(series, np.ndarray) and series.dtype.kind in "fiu":
+        return series.astype(np.float64, copy=False)
     try:
         values = pd.to_numeric(series, errors="raise")
     except (TypeError, ValueError) as exc:
@@ -37,7 +57,12 @@ def _as_numeric(series: pd.Series, column: str) -> np.ndarray:
     return np.asarray(values, dtype=np.float64)
 
 
-def _as_boolean(series: pd.Series, column: str) -> tuple[np.ndarray, np.ndarray]:
+def _as_boolean(series: Any, column: str) -> tuple[np.ndarray, np.ndarray]:
+    if isinstance(series, pd.arrays.BooleanArray):
+        return series.to_numpy(dtype=np.float32, na_value=0.0), np.asarray(series.isna())
+    if isinstance(series, np.ndarray) and series.dtype.kind == "b":
+        return series.astype(np.float32), np.zeros(len(series), dtype=bool)
+    series = pd.Series(series) if not isinstance(series, pd.Series) else series
     missing = series.isna().to_numpy()
     filled = series.where(~series.isna(), False)
     try:
@@ -47,13 +72,23 @@ def _as_boolean(series: pd.Series, column: str) -> tuple[np.ndarray, np.ndarray]
     return values, missing
 
 
-def _as_strings(series: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+def _as_strings(series: Any) -> tuple[np.ndarray, np.ndarray]:
+    series = pd.Series(series) if not isinstance(series, pd.Series) else series
     missing = series.isna().to_numpy()
     return series.astype(object).where(~series.isna(), None).astype(str).to_numpy(), missing
 
 
-def _codes(series: pd.Series, values: list[str], default: int, offset: int = 0) -> np.ndarray:
-    """Position of each value in ``values`` (+ ``offset``); ``default`` for unseen or null."""
+def _codes(series: Any, values: list[str], default: int, offset: int = 0,
+           lookup: dict[str, int] | None = None) -> np.ndarray:
+    """Position of each value in ``values`` (+ ``offset``); ``default`` for unseen or null.
+
+    With ``lookup`` (value -> position) and a small batch: plain dict lookups, same result.
+    """
+    if lookup is not None and len(series) <= SMALL_BATCH_ROWS:
+        return np.fromiter(
+            (default if _is_missing(v) or (code := lookup.get(v if isinstance(v, str) else str(v))) is None
+             else code + offset for v in series),
+            dtype=np.int64, count=len(series))
     strings, missing = _as_strings(series)
     codes = pd.Categorical(strings, categories=values).codes.astype(np.int64)
     return np.where((codes < 0) | missing, default, codes + offset)
@@ -74,6 +109,12 @@ class Preprocessor:
         if state.get("version") != STATE_VERSION:
             raise DataValidationError(f"unsupported preprocessing state version {state.get('version')!r}")
         self.state = state
+        # value -> position per categorical / high-cardinality column, for small batches
+        self._lookups: dict[tuple[str, str], dict[str, int]] = {}
+        for item in state.get("categorical", []):
+            self._lookups[("categories", item["column"])] = {v: i for i, v in enumerate(item["categories"])}
+        for item in state.get("high_cardinality", []):
+            self._lookups[("vocabulary", item["column"])] = {v: i for i, v in enumerate(item["vocabulary"])}
 
     # ---------------------------------------------------------------- fitting
     @classmethod
@@ -164,13 +205,15 @@ class Preprocessor:
         return [len(item["vocabulary"]) + 1 for item in self.state["high_cardinality"]]
 
     # -------------------------------------------------------------- transform
-    def _check_columns(self, frame: pd.DataFrame) -> None:
-        missing = [c for c in self.columns if c not in frame.columns]
+    def _check_columns(self, frame: Columns) -> None:
+        present = frame.columns if isinstance(frame, pd.DataFrame) else frame.keys()
+        missing = [c for c in self.columns if c not in present]
         if missing:
             raise DataValidationError(f"input is missing contract column(s): {missing}")
 
-    def _dense_blocks(self, frame: pd.DataFrame) -> list[np.ndarray]:
+    def _dense_blocks(self, frame: Columns) -> list[np.ndarray]:
         clip = float(self.state["clip_z"])
+        n = _n_rows(frame)
         blocks: list[np.ndarray] = []
         for item in self.state["numeric"]:
             values = _as_numeric(frame[item["column"]], item["column"])
@@ -181,9 +224,10 @@ class Preprocessor:
                 blocks.append(missing[:, None].astype(np.float64))
         for item in self.state["categorical"]:
             unknown = len(item["categories"])
-            index = _codes(frame[item["column"]], item["categories"], unknown)
-            onehot = np.zeros((len(frame), unknown + 1))
-            onehot[np.arange(len(frame)), index] = 1.0
+            index = _codes(frame[item["column"]], item["categories"], unknown,
+                           lookup=self._lookups[("categories", item["column"])])
+            onehot = np.zeros((n, unknown + 1))
+            onehot[np.arange(n), index] = 1.0
             blocks.append(onehot)
         for item in self.state["boolean"]:
             values, missing = _as_boolean(frame[item["column"]], item["column"])
@@ -192,14 +236,17 @@ class Preprocessor:
                 blocks.append(missing[:, None].astype(np.float64))
         return blocks
 
-    def transform(self, frame: pd.DataFrame) -> TransformedFeatures:
+    def transform(self, frame: Columns) -> TransformedFeatures:
+        """Model input for a DataFrame or a mapping of column -> array (same result)."""
         self._check_columns(frame)
+        n = _n_rows(frame)
         blocks = self._dense_blocks(frame)
-        dense = np.hstack(blocks).astype(np.float32) if blocks else np.zeros((len(frame), 0), np.float32)
+        dense = np.hstack(blocks).astype(np.float32) if blocks else np.zeros((n, 0), np.float32)
         indices = []
         for item in self.state["high_cardinality"]:
-            indices.append(_codes(frame[item["column"]], item["vocabulary"], 0, offset=1))
-        categorical_index = np.stack(indices, axis=1) if indices else np.zeros((len(frame), 0), np.int64)
+            indices.append(_codes(frame[item["column"]], item["vocabulary"], 0, offset=1,
+                                  lookup=self._lookups[("vocabulary", item["column"])]))
+        categorical_index = np.stack(indices, axis=1) if indices else np.zeros((n, 0), np.int64)
         return TransformedFeatures(dense=dense, categorical_index=categorical_index)
 
     def feature_matrix(self, frame: pd.DataFrame) -> np.ndarray:

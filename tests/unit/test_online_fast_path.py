@@ -144,6 +144,14 @@ def test_redis_engine_returns_exactly_what_feast_returns(redis_repo: Path) -> No
     pd.testing.assert_frame_equal(both_frame, expected_frame)
     np.testing.assert_array_equal(both_found, expected_found)
     pd.testing.assert_frame_equal(both_status, status)
+    # the DataFrame-free hot path (serving) carries the same values, on both engines
+    for reader in (fast, feast):
+        columns, col_found, col_status = reader.read_columns_with_status(ids)
+        pd.testing.assert_frame_equal(pd.DataFrame({"customer_id": np.asarray(ids, dtype=np.int64), **columns}),
+                                      expected_frame)
+        np.testing.assert_array_equal(col_found, expected_found)
+        for name in ("opt_in", "suppressed"):
+            np.testing.assert_array_equal(col_status[name], status[name].to_numpy(dtype=bool))
 
     empty, empty_found = fast.read([])
     pd.testing.assert_frame_equal(empty, feast.read([])[0])

@@ -113,3 +113,24 @@ def test_missing_column_and_non_numeric_values_are_clear_errors() -> None:
 def test_all_null_numeric_column_in_training_is_refused() -> None:
     with pytest.raises(DataValidationError, match="entirely null"):
         Preprocessor.fit(frame().assign(v__minutes=np.nan), contract(), PreprocessingConfig())
+
+
+@pytest.mark.parametrize("repeat", [1, 20])  # 6 rows: the small-batch dict path; 120 rows: pandas
+def test_column_mapping_input_matches_the_dataframe_path(repeat: int) -> None:
+    """Serving hands over {column: array} without a DataFrame; the model input is identical."""
+    pre = fitted(min_count=1)
+    data = pd.concat([frame()] * repeat, ignore_index=True)
+    data.loc[1, "v__plan"] = "unseen-plan"
+    data.loc[2, "p__region_code"] = None
+    columns = {
+        "v__minutes": data["v__minutes"].to_numpy(dtype=np.float64),
+        "v__plan": data["v__plan"].to_numpy(dtype=object),
+        "v__has_tv": data["v__has_tv"].array,
+        "p__region_code": data["p__region_code"].to_numpy(dtype=object),
+    }
+    expected = pre.transform(data)
+    got = pre.transform(columns)
+    np.testing.assert_array_equal(got.dense, expected.dense)
+    np.testing.assert_array_equal(got.categorical_index, expected.categorical_index)
+    with pytest.raises(DataValidationError, match="missing contract column"):
+        pre.transform({k: v for k, v in columns.items() if k != "v__plan"})
