@@ -14,7 +14,7 @@ TORCH_SOURCE ?= --extra-index-url $(TORCH_INDEX) --index-strategy unsafe-best-ma
 .DEFAULT_GOAL := help
 .PHONY: help install redis demo test test-unit test-integration test-e2e lint typecheck fmt clean \
         bench-features bench-materialize bench-train bench-faiss bench-weekly bench-serving \
-        bento-lock bento
+        bento-lock bento gpu-wheels gpu-check
 
 help: ## list targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS=":.*?## "}; {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}'
@@ -83,6 +83,15 @@ bench-weekly: install ## end-to-end weekly inference, 1M anchors + 2M customers
 
 bench-serving: install redis ## /assign latency and throughput on loopback
 	$(BIN)/python bench/bench_serving.py
+
+# The lent GPU machine has no network: carry faiss in .whl/ (git-ignored, <= 64 MiB).
+gpu-wheels: ## download the faiss-cpu wheel for bench/gpu_check.sh (CPython 3.12, x86-64) into .whl/
+	$(PYTHON) -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+	  --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+	  -d .whl "faiss-cpu==1.15.*"
+
+gpu-check: ## CPU vs GPU FAISS + weekly inference side by side (run on a CUDA machine; no venv needed)
+	bash bench/gpu_check.sh
 
 clean: ## remove generated data and artifacts (keeps the virtualenv)
 	rm -rf data artifacts mlruns mlartifacts mlflow.db feature_repo/data
