@@ -3,12 +3,16 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field
 
 from index_builder.aggregation import AGGREGATIONS, THRESHOLD_MODES
 from index_builder.faiss_backend import IndexParams
 from index_builder.spark_engine import SparkParams
+from lookalike.config import Fraction, IsoDate, PositiveInt, stage_config
 from lookalike.errors import ConfigError
 from lookalike.mlflow_store import default_tracking_uri
 from lookalike.settings import CHAMPION_ALIAS, REGISTERED_MODEL_NAME
@@ -16,35 +20,31 @@ from lookalike.settings import CHAMPION_ALIAS, REGISTERED_MODEL_NAME
 WEEKLY_ENGINES = ("local", "spark")
 
 
-@dataclass
+@stage_config
 class AssignmentParams:
     """How k nearest anchors become segments (stored in the bundle's assignment.json)."""
 
     # 40 beat 10 and 20 by ~0.03 micro-F1 on a 20k-customer base; 80 added nothing and cost
     # macro-F1 (bench/README.md, Training: assignment quality vs baselines).
-    k: int = 40
+    k: PositiveInt = 40
     aggregation: str = "weighted"
     # calibrated: per-segment F1-optimal thresholds on the encoder's validation split;
     # fixed: fixed_threshold everywhere (0.5 with majority = a majority vote).
     threshold_mode: str = "calibrated"
-    fixed_threshold: float = 0.5
-    threshold_floor: float = 0.2
-    min_positives: int = 5
+    fixed_threshold: Annotated[float, Field(gt=0, le=1)] = 0.5
+    threshold_floor: Fraction = 0.2
+    min_positives: PositiveInt = 5
 
     def __post_init__(self) -> None:
-        if self.k < 1:
-            raise ConfigError(f"assignment.k must be >= 1, got {self.k}")
         if self.aggregation not in AGGREGATIONS:
             raise ConfigError(f"assignment.aggregation must be one of {AGGREGATIONS}, got {self.aggregation!r}")
         if self.threshold_mode not in THRESHOLD_MODES:
             raise ConfigError(
                 f"assignment.threshold_mode must be one of {THRESHOLD_MODES}, got {self.threshold_mode!r}"
             )
-        if not 0.0 <= self.threshold_floor <= 1.0 or not 0.0 < self.fixed_threshold <= 1.0:
-            raise ConfigError("assignment thresholds must lie in (0, 1]")
 
 
-@dataclass
+@stage_config
 class ModelRef:
     # $MLFLOW_TRACKING_URI when set, else sqlite:///mlflow.db
     tracking_uri: str = field(default_factory=default_tracking_uri)
@@ -53,34 +53,34 @@ class ModelRef:
     ref: str = CHAMPION_ALIAS
 
 
-@dataclass
+@stage_config
 class BuildConfig:
     repo: Path = Path("feature_repo")
-    date: str = ""
+    date: IsoDate = ""
     model: ModelRef = field(default_factory=ModelRef)
     index: IndexParams = field(default_factory=IndexParams)
     assignment: AssignmentParams = field(default_factory=AssignmentParams)
     output_root: Path = Path("artifacts/index")
-    batch_size: int = 16384
+    batch_size: PositiveInt = 16384
     log_mlflow: bool = True
     experiment: str = "lookalike-index"
 
 
-@dataclass
+@stage_config
 class AssignConfig:
     repo: Path = Path("feature_repo")
-    date: str = ""
+    date: IsoDate = ""
     bundle: Path | None = None  # default: the current bundle recorded under index root
     index_root: Path = Path("artifacts/index")
     output_root: Path = Path("artifacts/segments")
     model: ModelRef = field(default_factory=ModelRef)
-    batch_size: int = 16384
+    batch_size: PositiveInt = 16384
 
 
-@dataclass
+@stage_config
 class EvaluateConfig:
     repo: Path = Path("feature_repo")
-    date: str = ""
+    date: IsoDate = ""
     bundle: Path | None = None
     index_root: Path = Path("artifacts/index")
     segments_root: Path = Path("artifacts/segments")
@@ -88,20 +88,20 @@ class EvaluateConfig:
     model: ModelRef = field(default_factory=ModelRef)
     baselines: list[str] = field(default_factory=lambda: [
         "raw_feature_knn", "iv_weighted_knn", "kmeans_propagation", "logistic_regression"])
-    kmeans_clusters: int = 32
+    kmeans_clusters: PositiveInt = 32
     # segment catalog (segment_id, kind) to check flagged segments against; None: guessed
     # as <features>/../raw/segment_catalog.parquet
     segment_catalog: Path | None = None
-    unrecoverable_margin: float = 0.05
-    confusion_segments: int = 6
+    unrecoverable_margin: Fraction = 0.05
+    confusion_segments: PositiveInt = 6
     log_mlflow: bool = True
     experiment: str = "lookalike-index"
 
 
-@dataclass
+@stage_config
 class WeeklyConfig:
     repo: Path = Path("feature_repo")
-    date: str = ""
+    date: IsoDate = ""
     workspace: Path = Path("artifacts")
     retrain: bool = False
     # training config YAML used when retrain=true (overrides as "training.<key>=...")
@@ -115,7 +115,7 @@ class WeeklyConfig:
     baselines: list[str] = field(default_factory=lambda: [
         "raw_feature_knn", "iv_weighted_knn", "kmeans_propagation", "logistic_regression"])
     log_mlflow: bool = True
-    batch_size: int = 16384
+    batch_size: PositiveInt = 16384
     # where the population is embedded and scored: local (one process, the default) or spark
     # (executors; index_builder/spark_engine.py, docs/scaling.md)
     engine: str = "local"

@@ -33,6 +33,7 @@ from typing import Any, Literal
 import faiss
 import numpy as np
 
+from lookalike.config import Fraction, NonNegativeFloat, NonNegativeInt, PositiveInt, stage_config
 from lookalike.errors import ConfigError, DataValidationError
 
 log = logging.getLogger(__name__)
@@ -43,36 +44,36 @@ QUANTIZERS = ("auto", "flat", "hnsw")
 DEVICES = ("auto", "cpu", "gpu")
 
 
-@dataclass
+@stage_config
 class IndexParams:
     """How the anchor index is built and searched."""
 
     type: str = "auto"
     # auto: exact flat index below this many anchors, the tuned IVF from this size up
-    exact_below: int = 50_000
+    exact_below: NonNegativeInt = 50_000
     # IVF: nlist=0 / nprobe=0 take the tuned values for the anchor count (tuned_ivf)
-    nlist: int = 0
-    nprobe: int = 0
+    nlist: NonNegativeInt = 0
+    nprobe: NonNegativeInt = 0
     # IVF coarse quantizer: flat (exact), hnsw (graph; cheaper with many lists/queries),
     # auto (hnsw from 4096 lists up)
     quantizer: str = "auto"
     # IVF k-means training points: 0 = min(n, 32 * nlist, 65536) (more barely moves recall, costs time)
-    train_sample: int = 0
-    kmeans_iterations: int = 10
+    train_sample: NonNegativeInt = 0
+    kmeans_iterations: PositiveInt = 10
     # HNSW: links per node, and candidate-list sizes at build and search time.
-    hnsw_m: int = 32
-    ef_construction: int = 80
-    ef_search: int = 64
+    hnsw_m: PositiveInt = 32
+    ef_construction: PositiveInt = 80
+    ef_search: PositiveInt = 64
     # auto: GPU when faiss has GPU support and a device is present; cpu: never; gpu: prefer.
     device: str = "auto"
     # queries used to measure recall@k against exact search for approximate indexes
-    recall_sample: int = 1000
+    recall_sample: NonNegativeInt = 1000
     # recall@k (k = the assignment k) the index must reach against exact search; the search
     # knob is raised until it does, else exact search is used. 0 = measure only.
-    min_recall: float = 0.95
+    min_recall: Fraction = 0.95
     # wall-clock budget for raising the knob; when it runs out: exact search, with a warning
-    tune_seconds: float = 120.0
-    threads: int = 0  # 0 = faiss default (all cores)
+    tune_seconds: NonNegativeFloat = 120.0
+    threads: NonNegativeInt = 0  # 0 = faiss default (all cores)
     seed: int = 1234
 
     def __post_init__(self) -> None:
@@ -82,14 +83,6 @@ class IndexParams:
             raise ConfigError(f"index.device must be one of {DEVICES}, got {self.device!r}")
         if self.quantizer not in QUANTIZERS:
             raise ConfigError(f"index.quantizer must be one of {QUANTIZERS}, got {self.quantizer!r}")
-        for name in ("hnsw_m", "ef_construction", "ef_search", "kmeans_iterations"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"index.{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("nlist", "nprobe", "recall_sample", "exact_below", "train_sample", "tune_seconds"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"index.{name} must be >= 0, got {getattr(self, name)}")
-        if not 0.0 <= self.min_recall <= 1.0:
-            raise ConfigError(f"index.min_recall must lie in [0, 1], got {self.min_recall}")
 
     def resolved_type(self, n: int) -> str:
         """The concrete index type for ``n`` anchors (``auto`` picks flat or ivf)."""

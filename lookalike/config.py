@@ -4,22 +4,100 @@
 merges, in order: the dataclass defaults, the YAML file, then ``key=value`` overrides
 (values parsed as YAML, dotted keys reach nested dataclasses). Unknown keys are errors,
 so a typo never silently falls back to a default.
+
+Config classes are declared with :func:`stage_config`, a pydantic dataclass: field types,
+ranges (``Annotated[int, Field(ge=1)]``, :data:`PositiveInt`, :data:`Fraction`) and dates
+(:data:`IsoDate`) are checked by pydantic when the object is built, from YAML, from the
+command line or in code, and every failure becomes one :class:`ConfigError` line naming
+the key, the rule and the value given.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import types
 import typing
 from collections.abc import Sequence
+from datetime import date, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import yaml
+from pydantic import AfterValidator, Field, ValidationError
+from pydantic import dataclasses as pydantic_dataclasses
+from typing_extensions import dataclass_transform
 
 from lookalike.errors import ConfigError
 
 T = TypeVar("T")
+
+
+def _iso_date(value: str) -> str:
+    """An ISO date or timestamp (``2026-11-22``, ``2026-11-22T06:00:00+00:00``); "" means unset."""
+    if value:
+        try:
+            date.fromisoformat(value)
+        except ValueError:
+            try:
+                datetime.fromisoformat(value)
+            except ValueError:
+                raise ValueError(f"not an ISO date (YYYY-MM-DD): {value!r}") from None
+    return value
+
+
+IsoDate = Annotated[str, AfterValidator(_iso_date)]
+PositiveInt = Annotated[int, Field(ge=1)]
+NonNegativeInt = Annotated[int, Field(ge=0)]
+PositiveFloat = Annotated[float, Field(gt=0)]
+NonNegativeFloat = Annotated[float, Field(ge=0)]
+Fraction = Annotated[float, Field(ge=0, le=1)]
+
+
+class ConfigValidationError(ConfigError, ValueError):
+    """A config object refused by validation; keeps the failing keys so a nested section
+    built from YAML can be reported under its dotted path."""
+
+    def __init__(self, cls_name: str, problems: list[tuple[str, str]]) -> None:
+        self.cls_name = cls_name
+        self.problems = problems
+        super().__init__(self.message(cls_name))
+
+    def message(self, where: str) -> str:
+        """``where.key: problem`` per failing key; ``where`` is "" for a top-level config."""
+        parts = []
+        for key, problem in self.problems:
+            path = ".".join(part for part in (where, key) if part) or self.cls_name
+            parts.append(f"{path}: {problem}")
+        return "; ".join(parts)
+
+
+def _problems(exc: ValidationError) -> list[tuple[str, str]]:
+    problems = []
+    for error in exc.errors():
+        key = ".".join(str(part) for part in error["loc"])
+        message = str(error["msg"]).removeprefix("Value error, ")
+        if error["type"] not in ("value_error", "assertion_error"):
+            message = f"{message}, got {error.get('input')!r}"
+        problems.append((key, message))
+    return problems
+
+
+@dataclass_transform(field_specifiers=(dataclasses.field, Field))
+def stage_config(cls: type[T]) -> type[T]:
+    """Declare a stage config: a pydantic dataclass whose validation errors are ConfigErrors."""
+    built = pydantic_dataclasses.dataclass(cls)
+    validated_init = built.__init__
+
+    @functools.wraps(validated_init)
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        try:
+            validated_init(self, *args, **kwargs)
+        except ValidationError as exc:
+            raise ConfigValidationError(cls.__name__, _problems(exc)) from None
+
+    built.__init__ = __init__  # type: ignore[method-assign]
+    return built  # type: ignore[return-value]
 
 
 def _field_types(cls: type) -> dict[str, Any]:
@@ -55,6 +133,8 @@ def _build(cls: type[T], values: dict[str, Any], where: str) -> T:
             kwargs[key] = _coerce(value, tp, path)
     try:
         return cls(**kwargs)
+    except ConfigValidationError as exc:
+        raise ConfigError(exc.message(where)) from None
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"{where or cls.__name__}: {exc}") from exc
 
@@ -103,6 +183,9 @@ def parse_overrides(overrides: Sequence[str]) -> dict[str, Any]:
             value = yaml.safe_load(raw) if raw != "" else ""
         except yaml.YAMLError as exc:
             raise ConfigError(f"override {item!r}: value is not valid YAML: {exc}") from exc
+        except ValueError:
+            # Looks like a YAML date but is not one (2026-13-45): keep the text, validation names it.
+            value = raw
         _set_dotted(result, key.strip(), value)
     return result
 

@@ -21,14 +21,25 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
+from typing import Annotated
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+from pydantic import Field
 from tqdm import tqdm
 
 from lookalike.artifacts import atomic_dir, write_manifest
-from lookalike.config import cli_overrides, config_to_dict, load_config
+from lookalike.config import (
+    Fraction,
+    IsoDate,
+    PositiveFloat,
+    PositiveInt,
+    cli_overrides,
+    config_to_dict,
+    load_config,
+    stage_config,
+)
 from lookalike.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -143,36 +154,26 @@ ARCHETYPE_PREVALENCE = np.array([0.16, 0.14, 0.10, 0.10, 0.09, 0.07, 0.08, 0.12,
 GENRE_MEAN_MINUTES = np.array([85.0, 35.0, 105.0, 48.0, 25.0, 50.0, 30.0, 45.0])
 
 
-@dataclass
+@stage_config
 class DatagenConfig:
-    customers: int = 10_000
+    customers: PositiveInt = 10_000
     seed: int = 42
-    end_date: str = "2026-11-22"
-    history_days: int = 120
+    end_date: IsoDate = "2026-11-22"
+    history_days: Annotated[int, Field(ge=14)] = 120
     out_dir: Path = Path("data/raw")
-    sessions_per_customer_per_week: float = 3.0
-    navigation_events_per_customer_per_week: float = 4.0
-    opt_in_rate: float = 0.35
-    suppression_rate: float = 0.02
-    n_regions: int = 3_000
+    sessions_per_customer_per_week: PositiveFloat = 3.0
+    navigation_events_per_customer_per_week: PositiveFloat = 4.0
+    opt_in_rate: Annotated[float, Field(gt=0, lt=1)] = 0.35
+    suppression_rate: Fraction = 0.02
+    n_regions: PositiveInt = 3_000
     region_zipf_exponent: float = 1.05
     n_segments: int = 60
     # The output depends on chunk size too (one random stream per chunk); keep it fixed.
-    chunk_customers: int = 100_000
+    chunk_customers: PositiveInt = 100_000
 
     def __post_init__(self) -> None:
-        if self.customers < 1:
-            raise ConfigError(f"customers must be >= 1, got {self.customers}")
-        if self.history_days < 14:
-            raise ConfigError(f"history_days must be >= 14, got {self.history_days}")
-        if not 0.0 < self.opt_in_rate < 1.0:
-            raise ConfigError(f"opt_in_rate must be in (0, 1), got {self.opt_in_rate}")
         if self.n_segments != 60:
             raise ConfigError("n_segments is fixed at 60 by the segment catalog")
-        try:
-            date.fromisoformat(str(self.end_date))
-        except ValueError as exc:
-            raise ConfigError(f"end_date {self.end_date!r} is not an ISO date") from exc
 
 
 # --------------------------------------------------------------------------- segments

@@ -16,16 +16,16 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lookalike.config import load_config
+from lookalike.config import IsoDate, PositiveInt, load_config, stage_config
 from lookalike.errors import LookalikeError
 from lookalike.settings import DEFAULT_TRACKING_URI
 
 log = logging.getLogger(__name__)
 
 
-@dataclass
+@stage_config
 class DemoConfig:
-    customers: int = 5_000
+    customers: PositiveInt = 5_000
     seed: int = 42
     repo: Path = Path("feature_repo")
     data_dir: Path = Path("data")
@@ -33,9 +33,9 @@ class DemoConfig:
     tracking_uri: str = DEFAULT_TRACKING_URI
     # Weekly feature snapshots from feature_start to run_date; the model learns labels as of
     # label_date and the weekly job assigns segments as of run_date.
-    feature_start: str = "2026-11-01"
-    label_date: str = "2026-11-15"
-    run_date: str = "2026-11-22"
+    feature_start: IsoDate = "2026-11-01"
+    label_date: IsoDate = "2026-11-15"
+    run_date: IsoDate = "2026-11-22"
     training_config: Path | None = Path("configs/training.yaml")
     training_overrides: list[str] = field(default_factory=list)
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from lookalike.artifacts import atomic_write_text, utc_now, write_json
-from lookalike.config import load_config
+from lookalike.config import load_config, stage_config
 from lookalike.contract import (
     ENCODING_TAG,
     ENCODINGS,
@@ -39,7 +39,7 @@ from lookalike.privacy_policy import load_policy
 GOVERNANCE_TAGS = (LEGAL_BASIS_TAG, "domain", "pii")
 
 
-@dataclass
+@stage_config
 class GovernanceConfig:
     repo: Path = Path("feature_repo")
     # None: print only; else write governance_review.{md,json} into this directory.

@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 import numpy as np
 import pandas as pd
@@ -30,7 +30,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 from tqdm import tqdm
 
-from lookalike.config import cli_overrides, load_config
+from lookalike.config import IsoDate, PositiveInt, cli_overrides, load_config, stage_config
 from lookalike.contract import JOIN_KEY, LEGITIMATE_INTEREST, ROLE_TAG, find_model_service, load_contract
 from lookalike.errors import ConfigError, DataValidationError
 from lookalike.feast_utils import open_store
@@ -38,24 +38,25 @@ from lookalike.snapshot import TIMESTAMP_COLUMN, parse_date
 
 log = logging.getLogger(__name__)
 
-ENGINES = ("auto", "fast", "feast")
+Engine = Literal["auto", "fast", "feast"]
+ENGINES: tuple[str, ...] = get_args(Engine)
 STATUS_ROLES = ("consent", "suppression")
 
 
-@dataclass
+@stage_config
 class MaterializeConfig:
     repo: Path = Path("feature_repo")
     # Upper bound of event timestamps to load (YYYY-MM-DD or ISO); None: now.
-    end_date: str | None = None
+    end_date: IsoDate | None = None
     # None: incremental (since the last materialization, else end - ttl).
-    start_date: str | None = None
+    start_date: IsoDate | None = None
     # None: the store configured in the repo's feature_store.yaml.
-    online: str | None = None
+    online: Literal["sqlite", "redis"] | None = None
     # online=redis: Feast's host:port[,db=N] or a URL (redis://, rediss://, redis+cluster://,
     # redis+sentinel://; lookalike.redis_target); None: $LOOKALIKE_REDIS_URL.
     redis_connection: str | None = None
-    engine: str = "auto"
-    chunk_rows: int = 20_000
+    engine: Engine = "auto"
+    chunk_rows: PositiveInt = 20_000
     views: list[str] = field(default_factory=list)
 
 
@@ -169,8 +170,6 @@ def _store_for(config: MaterializeConfig) -> Any:
 
 
 def run(config: MaterializeConfig) -> MaterializeReport:
-    if config.engine not in ENGINES:
-        raise ConfigError(f"engine must be one of {ENGINES}, got {config.engine!r}")
     store = _store_for(config)
     online_type = _online_type(store)
     engine = config.engine

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +27,7 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from lookalike.artifacts import atomic_dir, write_manifest
-from lookalike.config import cli_overrides, config_to_dict, load_config
+from lookalike.config import IsoDate, cli_overrides, config_to_dict, load_config, stage_config
 from lookalike.contract import (
     JOIN_KEY,
     FeatureContract,
@@ -48,10 +47,10 @@ MISSING_ROWS_ATTR = "rows_missing_features"
 DROPPED_ROWS_ATTR = "rows_dropped_by_feast"
 
 
-@dataclass
+@stage_config
 class SnapshotConfig:
     repo: Path = Path("feature_repo")
-    label_date: str = ""
+    label_date: IsoDate = ""
     out: Path = Path("artifacts/snapshots")
     # None: the one feature service tagged lookalike_role=model_input.
     feature_service: str | None = None

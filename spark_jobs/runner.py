@@ -11,7 +11,6 @@ import argparse
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
@@ -20,7 +19,7 @@ from pyspark.sql import functions as F
 from tqdm import tqdm
 
 from lookalike.artifacts import atomic_dir, write_manifest
-from lookalike.config import cli_overrides, config_to_dict, load_config
+from lookalike.config import IsoDate, PositiveInt, cli_overrides, config_to_dict, load_config, stage_config
 from lookalike.errors import ConfigError, DataValidationError
 from spark_jobs import transforms as tf
 from spark_jobs.validation import validate_output, validate_raw
@@ -35,16 +34,16 @@ BUILD_ORDER = ("consent_status", *(t for t in FEATURE_TABLES if t != "consent_st
 EVENT_TIME_COLUMNS = {"viewing_sessions": "start_ts", "mobile_usage": "usage_date", "navigation_events": "event_ts"}
 
 
-@dataclass
+@stage_config
 class FeaturesConfig:
     raw_dir: Path = Path("data/raw")
     out_dir: Path = Path("data/features")
-    start_date: str = "2026-11-08"
-    end_date: str = "2026-11-22"
-    frequency_days: int = 7
+    start_date: IsoDate = "2026-11-08"
+    end_date: IsoDate = "2026-11-22"
+    frequency_days: PositiveInt = 7
     master: str = "local[2]"
     driver_memory: str = "4g"
-    shuffle_partitions: int = 8
+    shuffle_partitions: PositiveInt = 8
 
     def grid(self) -> tf.SnapshotGrid:
         try:
