@@ -10,6 +10,7 @@ from typing import Annotated
 from pydantic import Field
 
 from index_builder.aggregation import AGGREGATIONS, THRESHOLD_MODES
+from index_builder.drift import DriftConfig
 from index_builder.faiss_backend import IndexParams
 from index_builder.spark_engine import SparkParams
 from lookalike.config import Fraction, IsoDate, PositiveInt, stage_config
@@ -120,6 +121,8 @@ class WeeklyConfig:
     # (executors; index_builder/spark_engine.py, docs/scaling.md)
     engine: str = "local"
     spark: SparkParams = field(default_factory=SparkParams)
+    # drift against the last published run (index_builder/drift.py); a FAIL blocks publication
+    drift: DriftConfig = field(default_factory=DriftConfig)
 
     def __post_init__(self) -> None:
         if self.engine not in WEEKLY_ENGINES:

@@ -116,6 +116,14 @@ def run(config: WeeklyConfig) -> WeeklyResult:
                                          bundle=bundle, anchors=anchors, segment_table_dir=staged_segments,
                                          output_dir=staging / "reports" / run_date)
             steps.append("evaluation report")
+        staged_drift = staging / "drift" / run_date
+        if config.drift.enabled:
+            from index_builder.drift import check_weekly
+
+            drift = check_weekly(config.drift, workspace / "drift", staged_drift, store=store, population=population,
+                                 encoder=encoder, model_version=info.version, bundle=bundle,
+                                 segments_dir=staged_segments, report_dir=staged_report)
+            steps.append(f"drift {drift.verdict}")
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         log.error("weekly run %s failed; last week's outputs are untouched", run_date)
@@ -128,11 +136,15 @@ def run(config: WeeklyConfig) -> WeeklyResult:
     replace_dir(staged_segments, segments_dir)
     if staged_report is not None and report_dir is not None:
         replace_dir(staged_report, report_dir)
+    if config.drift.enabled:
+        replace_dir(staged_drift, workspace / "drift" / run_date)
     shutil.rmtree(staging, ignore_errors=True)
     set_current(workspace / "index", bundle.index_version, model_version=info.version)
     set_current(workspace / "segments", run_date, index_version=bundle.index_version)
     if report_dir is not None:
         set_current(workspace / "reports", run_date)
+    if config.drift.enabled:
+        set_current(workspace / "drift", run_date)
     if config.log_mlflow:
         _log(config, info, bundle, index_dir, report_dir, run_date)
     log.info("weekly run %s done: %s", run_date, "; ".join(steps))
@@ -164,12 +176,16 @@ def add_cli(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--retrain", action="store_true", help="build a training snapshot and retrain first")
     parser.add_argument("--engine", choices=("local", "spark"),
                         help="where customers are embedded and scored (default local; docs/scaling.md)")
+    parser.add_argument("--accept-drift", action="store_true",
+                        help="publish even if the drift verdict is FAIL (recorded in the manifests)")
     parser.add_argument("overrides", nargs="*", help="key=value config overrides")
 
     def handler(args: argparse.Namespace) -> int:
         overrides = cli_overrides(args, ["repo", "date", "engine"])
         if args.retrain:
             overrides.append("retrain=true")
+        if args.accept_drift:
+            overrides.append("drift.accept_fail=true")
         config_path = args.config if args.config and Path(args.config).is_file() else None
         result = run(load_config(WeeklyConfig, config_path, overrides))
         print(result.segments_dir)

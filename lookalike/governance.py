@@ -271,3 +271,7 @@ def add_cli(parser: argparse.ArgumentParser) -> None:
         return 0
 
     record_parser.set_defaults(func=record_main)
+
+    from lookalike import fairness_audit
+
+    fairness_audit.add_cli(sub)

@@ -69,7 +69,8 @@ def load_policy(repo: str | Path | None) -> PrivacyPolicy:
         raise ConfigError(f"{path}: invalid YAML ({type(exc).__name__})") from exc
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: top level must be a mapping")
-    unknown = sorted(set(raw) - {"sensitive_domains", "denied_tables", "denied_columns"})
+    # protected_attributes belongs to the fairness audit (lookalike.fairness_audit), not to this guard
+    unknown = sorted(set(raw) - {"sensitive_domains", "denied_tables", "denied_columns", "protected_attributes"})
     if unknown:
         raise ConfigError(f"{path}: unknown key(s) {unknown}")
 
