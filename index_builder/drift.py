@@ -117,9 +117,9 @@ def feature_profile(values: pd.Series, bins: int = 10, top: int = 30, min_count:
                 "counts": counts.tolist(), "mean": float(numbers.mean()) if len(numbers) else None}
     frequencies = present.astype(str).value_counts()
     kept = frequencies[frequencies >= min_count].head(top)
-    counts = {str(k): int(v) for k, v in kept.items()}
-    counts[OTHER] = int(frequencies.sum() - kept.sum())
-    return {"kind": "categorical", "rows": int(len(values)), "nulls": nulls, "counts": counts}
+    top_counts = {str(k): int(v) for k, v in kept.items()}
+    top_counts[OTHER] = int(frequencies.sum() - kept.sum())
+    return {"kind": "categorical", "rows": int(len(values)), "nulls": nulls, "counts": top_counts}
 
 
 def counts_on_reference_bins(reference: dict[str, Any], values: pd.Series) -> np.ndarray:

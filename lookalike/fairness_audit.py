@@ -1,8 +1,10 @@
 """``lookalike governance audit``: proxy and fairness audit of the live segment table.
 
-Protected attributes are the fields tagged ``protected: "true"`` in the registry (in this
-repo the profile's ``age``, ``gender`` and ``region_code``); a repo that tags none falls
-back to the categorical and boolean fields of views tagged ``pii: yes``. Numeric
+Protected attributes are the fields tagged ``protected: "true"`` in the registry and those
+listed under ``protected_attributes`` in the repo's ``privacy_policy.yaml`` (in this repo the
+profile's ``age``, ``gender`` and ``region_code``: declared beside the views so that the
+published feature-service fingerprint does not change); a repo that declares none falls
+back to the categorical and boolean fields of views tagged ``pii`` yes or quasi. Numeric
 attributes are cut into ``numeric_bands`` quantile bands, attributes with many values keep
 their ``max_groups - 1`` most frequent values plus ``other``, and groups smaller than
 ``min_group_size`` are listed but not judged.
@@ -49,6 +51,7 @@ from lookalike.errors import ArtifactError, DataValidationError
 log = logging.getLogger(__name__)
 
 PROTECTED_TAG = "protected"
+POLICY_FILE = "privacy_policy.yaml"
 AUDIT_JSON, AUDIT_MD = "audit.json", "audit.md"
 
 
@@ -76,23 +79,49 @@ class AuditConfig:
 # ---------------------------------------------------------------- protected attributes
 
 def protected_fields(store: Any, explicit: list[str] | None = None) -> tuple[list[tuple[Any, str]], str]:
-    """``[(view, field_name)]`` of protected attributes and the rule that selected them."""
+    """``[(view, field_name)]`` of protected attributes and the rule that selected them.
+
+    In order: ``explicit`` ("view:field"); fields tagged ``protected``; the repo's
+    ``privacy_policy.yaml`` ``protected_attributes``; else the categorical and boolean fields
+    of views tagged ``pii`` yes or quasi.
+    """
     views = {v.name: v for v in store.list_feature_views()}
-    if explicit:
+
+    def resolve(refs: list[str], origin: str) -> list[tuple[Any, str]]:
         chosen = []
-        for ref in explicit:
-            view_name, _, field_name = ref.partition(":")
+        for ref in refs:
+            view_name, _, field_name = str(ref).partition(":")
             if view_name not in views or field_name not in {f.name for f in views[view_name].features}:
-                raise DataValidationError(f"protected field {ref!r} is not a field of an applied feature view")
+                raise DataValidationError(f"protected attribute {ref!r} ({origin}) is not a field of an applied view")
             chosen.append((views[view_name], field_name))
-        return chosen, "configured protected_fields"
+        return chosen
+
+    if explicit:
+        return resolve(explicit, "audit config"), "configured protected_fields"
     tagged = [(v, f.name) for v in views.values() for f in v.features
               if str((f.tags or {}).get(PROTECTED_TAG, "")).lower() in ("true", "yes", "1")]
-    if tagged:
-        return tagged, f"fields tagged {PROTECTED_TAG}"
-    fallback = [(v, f.name) for v in views.values() if (v.tags or {}).get("pii") == "yes"
+    declared = _policy_protected(store)
+    if tagged or declared:
+        merged = {(v.name, n): (v, n) for v, n in tagged + resolve(declared, POLICY_FILE)}
+        return list(merged.values()), f"fields tagged {PROTECTED_TAG} and {POLICY_FILE} protected_attributes"
+    fallback = [(v, f.name) for v in views.values() if (v.tags or {}).get("pii") in ("yes", "quasi")
                 for f in v.features if (f.tags or {}).get("encoding") in ("categorical", "boolean")]
-    return fallback, "categorical/boolean fields of views tagged pii=yes (no field is tagged protected)"
+    return fallback, "categorical/boolean fields of views tagged pii yes/quasi (nothing declared protected)"
+
+
+def _policy_protected(store: Any) -> list[str]:
+    import yaml
+
+    from lookalike.contract import store_repo
+
+    repo = store_repo(store)
+    path = repo / POLICY_FILE if repo is not None else None
+    if path is None or not path.is_file():
+        return []
+    value = (yaml.safe_load(path.read_text()) or {}).get("protected_attributes", [])
+    if not isinstance(value, list):
+        raise DataValidationError(f"{path}: protected_attributes must be a list of view:field")
+    return [str(v) for v in value]
 
 
 def group_labels(values: pd.Series, numeric_bands: int, max_groups: int) -> pd.Series:
@@ -293,7 +322,7 @@ def audit(store: Any, segments_dir: Path, config: AuditConfig) -> AuditReport:
         for name in names:
             inputs[f"{view_name}__{name}"] = frame[name].reindex(sample)
     proxies = proxy_scores(inputs, groups, config) if groups else []
-    legal = {f.view: (store.get_feature_view(f.view).tags or {}).get(LEGAL_BASIS_TAG) for f in contract.features}
+    legal = {f.view: str((store.get_feature_view(f.view).tags or {}).get(LEGAL_BASIS_TAG)) for f in contract.features}
     notes.append(f"{len(opt_in)} opt-in and {len(eligible)} lookalike-eligible customers; proxy check on "
                  f"{len(sample)} customers and {len(candidates)} inputs ({sorted(set(legal.values()))})")
     limits = {k: getattr(config, k) for k in ("max_added_skew", "proxy_auc_limit", "min_members", "min_group_size",

@@ -249,8 +249,17 @@ def add_cli(parser: argparse.ArgumentParser) -> None:
     review_parser.add_argument("--repo", type=Path, default=None, help="applied Feast repo (default feature_repo)")
     review_parser.add_argument("--out", type=Path, default=None, help="directory for governance_review.md/.json")
     review_parser.add_argument("--json", action="store_true", help="print the JSON report instead of the table")
+    review_parser.add_argument("--system", action="store_true",
+                               help="review the whole system: champion, live weekly outputs, drift, audit, suppression")
+    review_parser.add_argument("--workspace", type=Path, default=None, help="weekly workspace (--system)")
+    review_parser.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (--system)")
+    review_parser.add_argument("--model-name", default=None, help="registered model name (--system)")
 
     def main(args: argparse.Namespace) -> int:
+        if args.system:
+            from lookalike.system_review import cli_main
+
+            return cli_main(args)
         overrides = [f"{k}={v}" for k, v in (("repo", args.repo), ("out", args.out)) if v is not None]
         report = run(load_config(GovernanceConfig, None, overrides))
         if args.json:

@@ -85,16 +85,17 @@ def champion_and_card(tracking_uri: str, model_name: str, alias: str) -> tuple[d
         version = client.get_model_version_by_alias(model_name, alias)
     except MlflowException as exc:
         return {"error": f"no {alias} version of {model_name} in {tracking_uri}: {exc.message}"}, {}
-    champion = {"name": model_name, "alias": alias, "version": str(version.version), "run_id": version.run_id,
-                "tags": dict(version.tags or {})}
-    run = client.get_run(version.run_id)
-    cards = [a.path for a in client.list_artifacts(version.run_id) if "model_card" in a.path and not a.is_dir]
-    for folder in (a.path for a in client.list_artifacts(version.run_id) if a.is_dir):
-        cards += [a.path for a in client.list_artifacts(version.run_id, folder) if "model_card" in a.path]
+    run_id = str(version.run_id)
+    tags: dict[str, str] = dict(version.tags or {})
+    champion = {"name": model_name, "alias": alias, "version": str(version.version), "run_id": run_id, "tags": tags}
+    run = client.get_run(run_id)
+    cards = [a.path for a in client.list_artifacts(run_id) if "model_card" in a.path and not a.is_dir]
+    for folder in (a.path for a in client.list_artifacts(run_id) if a.is_dir):
+        cards += [a.path for a in client.list_artifacts(run_id, folder) if "model_card" in a.path]
     if cards:
         chosen = sorted(cards, key=lambda p: (not p.endswith(".json"), p))[0]
         with tempfile.TemporaryDirectory() as scratch:
-            local = Path(client.download_artifacts(version.run_id, chosen, scratch))
+            local = Path(client.download_artifacts(run_id, chosen, scratch))
             text = local.read_text()
         card: dict[str, Any] = {"source": f"runs:/{version.run_id}/{chosen}"}
         card["content"] = json.loads(text) if chosen.endswith(".json") else text
@@ -104,8 +105,8 @@ def champion_and_card(tracking_uri: str, model_name: str, alias: str) -> tuple[d
     params = {k: v for k, v in run.data.params.items()
               if k.split(".")[0] in ("model", "epochs", "target", "aux_weight", "sampling")}
     return champion, {"source": f"summary of run {version.run_id} (no model_card artifact)",
-                      "content": {"run_name": run.info.run_name, "label_date": champion["tags"].get("label_date"),
-                                  "promotion": champion["tags"].get("promotion"), "metrics": metrics,
+                      "content": {"run_name": run.info.run_name, "label_date": tags.get("label_date"),
+                                  "promotion": tags.get("promotion"), "metrics": metrics,
                                   "params": dict(sorted(params.items())[:40])}}
 
 
@@ -218,9 +219,8 @@ def to_markdown(report: SystemReview) -> str:
               f"(run `{champion.get('run_id')}`), feature service `{tags.get('feature_service')}` "
               f"v{tags.get('feature_service_version')}, snapshot `{str(tags.get('snapshot_hash'))[:12]}`, "
               f"label date {tags.get('label_date')}",
-              f"- model card: {report.model_card.get('source', 'none')}", "", "```",
-              (report.model_card.get("content") if isinstance(report.model_card.get("content"), str)
-               else json.dumps(report.model_card.get("content"), indent=2, default=str))[:3000], "```", "",
+              f"- model card: {report.model_card.get('source', 'none')}", "", "```", _card_text(report.model_card),
+              "```", "",
               "## Live weekly outputs", ""]
     for name in ("index", "segments"):
         item = {k: v for k, v in live[name].items() if k not in ("counts", "drift")}
@@ -247,6 +247,12 @@ def to_markdown(report: SystemReview) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _card_text(card: dict[str, Any]) -> str:
+    content = card.get("content")
+    text = content if isinstance(content, str) else json.dumps(content, indent=2, default=str)
+    return text[:3000]
+
+
 def run(config: SystemReviewConfig) -> SystemReview:
     report = review_system(config)
     if config.out is not None:
@@ -255,3 +261,17 @@ def run(config: SystemReviewConfig) -> SystemReview:
         atomic_write_text(out / "system_review.md", to_markdown(report))
         write_json(out / "system_review.json", report.to_dict())
     return report
+
+
+def cli_main(args: Any) -> int:
+    """``lookalike governance review --system`` (arguments parsed by :mod:`lookalike.governance`)."""
+    from lookalike.config import load_config
+
+    flags = {"repo": args.repo, "out": args.out, "workspace": args.workspace, "tracking_uri": args.tracking_uri,
+             "model_name": args.model_name}
+    report = run(load_config(SystemReviewConfig, None, [f"{k}={v}" for k, v in flags.items() if v is not None]))
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2, default=str))
+    else:
+        print(to_markdown(report))
+    return 0 if report.verdict == "PASS" else 1

@@ -1,16 +1,19 @@
-"""Drift between weekly runs on the synthetic base: a clean week passes, a planted drift is caught.
+"""Governance checks on the synthetic base: drift between weekly runs, the fairness and proxy
+audit, and the system review -- the clean base passes, planted problems are caught.
 
 Three weekly runs share one workspace: 2026-11-15 (the first: no reference), 2026-11-22 on the
 clean base (compared with 11-15), then 2026-11-22 again on a copy of the feature tables where
 ``minutes_30d`` is tripled and 40% of ``data_gb_30d`` is null (a unit bug and a broken join).
 The planted run must be blocked with last week's outputs untouched, and published only with
-``--accept-drift``, which the manifests record.
+``--accept-drift``, which the manifests record. The audit runs on the clean live table and on
+a copy of the base where ``tech_config.bandwidth_mbps`` is planted as a proxy for gender.
 """
 
 from __future__ import annotations
 
 import json
 import shutil
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +37,7 @@ QUICK = ["log_mlflow=false", "baselines=[]"]
 def plant_drift(features: Path, out: Path, date: str) -> Path:
     """Copy of the feature tables with the planted drift in the ``date`` snapshot."""
     shutil.copytree(features, out)
-    stamp = pa.scalar(np.datetime64(date, "us"), pa.timestamp("us", "UTC"))
+    stamp = pa.scalar(datetime.fromisoformat(date).replace(tzinfo=timezone.utc), pa.timestamp("us", "UTC"))
     rng = np.random.default_rng(0)
     for table_name, column, change in (
         ("content_consumption", "minutes_30d", lambda v, n: pc.multiply(v, 3.0)),
@@ -84,6 +87,97 @@ def test_first_run_is_the_reference_and_the_clean_week_passes(two_weeks) -> None
     from lookalike.artifacts import verify_manifest
 
     verify_manifest(second.report_dir)  # the report's hash covers the appended drift section
+
+
+def plant_proxy(features: Path, out: Path) -> Path:
+    """Copy of the feature tables where bandwidth_mbps is a noisy copy of gender."""
+    import pandas as pd
+
+    shutil.copytree(features, out)
+    gender = pq.read_table(out / "profile", columns=["customer_id", "event_timestamp", "gender"]).to_pandas()
+    tech = pq.read_table(out / "tech_config").to_pandas()
+    tech = tech.merge(gender, on=["customer_id", "event_timestamp"], how="left")
+    noise = np.random.default_rng(1).lognormal(0.0, 0.15, len(tech))
+    tech["bandwidth_mbps"] = np.where(tech.pop("gender") == "F", 400.0, 100.0) * noise
+    schema = pq.read_schema(next((features / "tech_config").glob("*.parquet")))
+    for part in (out / "tech_config").glob("*.parquet"):
+        part.unlink()
+    pq.write_table(pa.Table.from_pandas(tech[schema.names], schema=schema, preserve_index=False),
+                   out / "tech_config" / "part-00000.parquet")
+    assert pd.read_parquet(out / "tech_config")["bandwidth_mbps"].notna().all()
+    return out
+
+
+def test_audit_on_the_clean_base_finds_no_proxy(two_weeks, feature_repo_dir) -> None:  # type: ignore[no-untyped-def]
+    from lookalike.cli import main
+
+    _, second, workspace = two_weeks
+    code = main(["governance", "audit", "--repo", str(feature_repo_dir), "--workspace", str(workspace)])
+    audit = json.loads((workspace / "audits" / RUN_DATE / "audit.json").read_text())
+    assert code == (0 if audit["verdict"] == "PASS" else 1)
+    assert audit["protected_attributes"] == ["profile__age", "profile__gender", "profile__region_code"]
+    assert audit["direct_inputs"] == audit["protected_attributes"]
+    assert not [p for p in audit["proxies"] if p["flagged"]], audit["proxies"][:3]
+    assert len(audit["proxies"]) > 200 and max(p["auc"] for p in audit["proxies"]) < 0.8
+    judged = [s for s in audit["segments"] if s["added_skew"] is not None]
+    assert len(judged) >= 10
+    assert "Skew added by the lookalike model" in (workspace / "audits" / RUN_DATE / "audit.md").read_text()
+
+
+def test_planted_proxy_is_caught(two_weeks, feature_tables_dir, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from lookalike.cli import main
+
+    _, second, _ = two_weeks
+    repo = apply_repo(tmp_path / "repo", plant_proxy(feature_tables_dir, tmp_path / "features"))
+    code = main(["governance", "audit", "--repo", str(repo), "--segments", str(second.segments_dir),
+                 "--out", str(tmp_path / "audit")])
+    assert code == 1
+    audit = json.loads((tmp_path / "audit" / "audit.json").read_text())
+    flagged = [(p["input"], p["attribute"]) for p in audit["proxies"] if p["flagged"]]
+    assert flagged == [("tech_config__bandwidth_mbps", "profile__gender")], flagged
+    assert audit["proxies"][0]["auc"] > 0.95 and audit["verdict"] == "FAIL"
+    assert any("bandwidth_mbps predicts profile__gender" in p for p in audit["problems"])
+
+
+def test_system_review_covers_model_outputs_checks_and_suppression(two_weeks, feature_repo_dir, trained_model,
+                                                                   tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from lookalike.cli import main
+
+    _, second, workspace = two_weeks
+    args = ["governance", "review", "--system", "--repo", str(feature_repo_dir), "--tracking-uri",
+            trained_model.tracking_uri, "--model-name", trained_model.model_name]
+    code = main([*args, "--workspace", str(workspace), "--out", str(tmp_path / "review")])
+    review = json.loads((tmp_path / "review" / "system_review.json").read_text())
+    assert code == (0 if review["verdict"] == "PASS" else 1)
+    assert review["champion"]["version"] == trained_model.model_version
+    assert review["champion"]["tags"]["feature_service"] == "lookalike_legit_v1"
+    assert review["model_card"]["content"]
+    assert review["live"]["segments"]["path"] == str(second.segments_dir)
+    assert len(review["inputs"]) > 80 and {i["legal_basis"] for i in review["inputs"]} == {"legitimate_interest"}
+    assert review["drift"]["verdict"] in ("PASS", "WARN") and review["drift"]["compared_with"] == LABEL_DATE
+    assert review["audit"]["verdict"] in ("PASS", "FAIL") and review["audit"]["run_date"] == RUN_DATE
+    suppression = review["suppression"]
+    assert suppression["suppressed_customers"] > 0 and suppression["lookalike_rows_for_suppressed"] == 0
+    problems = [p for p in review["problems"] if "fairness audit" not in p]
+    assert not problems, problems
+
+    # a live table that hands a suppressed customer lookalike segments fails the review
+    tampered = tmp_path / "workspace"
+    shutil.copytree(workspace, tampered)
+    table_path = tampered / "segments" / RUN_DATE / "segments.parquet"
+    table = pq.read_table(table_path)
+    from index_builder.population import load_population, parse_date
+    from lookalike.feast_utils import open_store
+
+    population = load_population(open_store(feature_repo_dir), parse_date(RUN_DATE))
+    victim = int(population.customer_ids[population.suppressed & ~population.opt_in][0])
+    row = table.slice(table.num_rows - 1, 1).to_pylist()[0]
+    row.update(customer_id=victim, source="lookalike")
+    pq.write_table(pa.concat_tables([table, pa.Table.from_pylist([row], schema=table.schema)]), table_path)
+    assert main([*args, "--workspace", str(tampered), "--out", str(tmp_path / "tampered")]) == 1
+    review = json.loads((tmp_path / "tampered" / "system_review.json").read_text())
+    assert review["suppression"]["lookalike_rows_for_suppressed"] == 1
+    assert any("1 suppressed customer(s) hold 1 lookalike row(s)" in p for p in review["problems"])
 
 
 def test_planted_drift_blocks_the_run_until_overridden(two_weeks, trained_model, feature_tables_dir,
