@@ -4,6 +4,8 @@ Every step writes into a private staging directory under the workspace; the live
 (``index/<version>``, ``segments/<date>``, ``reports/<date>`` and their ``current.json``
 pointers) are swapped in only after every step has succeeded. A failure at any step
 removes the staging directory and leaves last week's outputs byte-for-byte untouched.
+The last step compares the run with the last published one (:mod:`index_builder.drift`); a
+drift FAIL is such a failure unless ``drift.accept_fail`` (``--accept-drift``) overrides it.
 """
 
 from __future__ import annotations

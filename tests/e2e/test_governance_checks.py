@@ -151,7 +151,8 @@ def test_system_review_covers_model_outputs_checks_and_suppression(two_weeks, fe
     assert code == (0 if review["verdict"] == "PASS" else 1)
     assert review["champion"]["version"] == trained_model.model_version
     assert review["champion"]["tags"]["feature_service"] == "lookalike_legit_v1"
-    assert review["model_card"]["content"]
+    assert review["model_card"]["source"].endswith("/model_card.md")  # the trainer's card artifact
+    assert "lookalike_legit_v1" in review["model_card"]["content"]
     assert review["live"]["segments"]["path"] == str(second.segments_dir)
     assert len(review["inputs"]) > 80 and {i["legal_basis"] for i in review["inputs"]} == {"legitimate_interest"}
     assert review["drift"]["verdict"] in ("PASS", "WARN") and review["drift"]["compared_with"] == LABEL_DATE
