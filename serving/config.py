@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from lookalike.config import load_config
+from lookalike.config import NonNegativeFloat, PositiveFloat, PositiveInt, load_config, stage_config
 from lookalike.errors import ConfigError
 from lookalike.settings import (
     CHAMPION_ALIAS,
@@ -43,32 +43,32 @@ ENV_FIELDS: dict[str, str] = {
 }
 
 
-@dataclass
+@stage_config
 class ExpandConfig:
     """The guard rails of seed expansion (``POST /expand``)."""
 
     # A seed with fewer customers found in the online store is refused (422): its centroid is noise.
-    min_seed_matched: int = 5
+    min_seed_matched: PositiveInt = 5
     # How many times farther the seed centroid lies from the population centroid than the
     # centroid of a random seed of the same size would (squared distance ratio; random ~ 1).
     # A fixed cut on 1 - cosine would pass any small random seed and fail any large one.
-    min_distinctiveness: float = 3.0
-    max_target_size: int = 100_000
+    min_distinctiveness: PositiveFloat = 3.0
+    max_target_size: PositiveInt = 100_000
     # Neighbours fetched per seed member before merging; bounds the work per request.
-    neighbours_per_seed: int = 200
-    default_target_size: int = 1_000
+    neighbours_per_seed: PositiveInt = 200
+    default_target_size: PositiveInt = 1_000
     # Population embeddings are built once per runtime in chunks of this many customers:
     # at load (so a reload swaps in a runtime that is complete) or on the first /expand.
-    population_chunk_size: int = 5_000
+    population_chunk_size: PositiveInt = 5_000
     build_population_at_load: bool = True
 
 
-@dataclass
+@stage_config
 class ServingConfig:
     feature_repo: Path = Path("feature_repo")
     # None: the online store of the repo's feature_store.yaml. "redis" serves a repo applied
     # with SQLite from Redis (lookalike.feast_utils.open_store_with_online), same registry.
-    online_store: str | None = None
+    online_store: Literal["sqlite", "redis"] | None = None
     # Feast format host:port[,db=N]; only with online_store=redis.
     redis_connection: str | None = None
     tracking_uri: str = DEFAULT_TRACKING_URI
@@ -80,21 +80,15 @@ class ServingConfig:
     index_root: Path = Path("artifacts/index")
     # Bearer token; unset means no authentication (local development only).
     api_token: str | None = None
-    max_ids_per_request: int = 1_000
+    max_ids_per_request: PositiveInt = 1_000
     # Neighbours per customer; unset means the bundle's assignment.json k (the batch value).
-    k: int | None = None
+    k: PositiveInt | None = None
     # Micro-batching of concurrent /assign requests into one store read + one search.
-    batch_max_ids: int = 2_000
-    batch_max_wait_ms: float = 2.0
+    batch_max_ids: PositiveInt = 2_000
+    batch_max_wait_ms: NonNegativeFloat = 2.0
     expand: ExpandConfig = field(default_factory=ExpandConfig)
 
     def __post_init__(self) -> None:
-        if self.max_ids_per_request < 1:
-            raise ConfigError("max_ids_per_request must be >= 1")
-        if self.k is not None and self.k < 1:
-            raise ConfigError("k must be >= 1")
-        if self.online_store not in (None, "sqlite", "redis"):
-            raise ConfigError(f"online_store must be sqlite or redis, got {self.online_store!r}")
         if self.api_token is not None and not self.api_token.strip():
             self.api_token = None
 

@@ -50,8 +50,10 @@ def test_config_from_env_overrides_file(tmp_path: Path) -> None:
 def test_config_rejects_bad_values() -> None:
     with pytest.raises(ConfigError, match="max_ids_per_request"):
         load_serving_config({"LOOKALIKE_MAX_IDS_PER_REQUEST": "many"})
-    with pytest.raises(ConfigError, match="k must be"):
+    with pytest.raises(ConfigError, match="ServingConfig.k: Input should be greater than or equal to 1"):
         ServingConfig(k=0)
+    with pytest.raises(ConfigError, match="online_store"):
+        load_serving_config({"LOOKALIKE_ONLINE_STORE": "memcached"})
 
 
 @pytest.mark.unit
