@@ -14,7 +14,6 @@ import re
 import shutil
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ import yaml
 
 from lookalike.local_redis import free_port
 from tests.conftest import REPO_ROOT
+from tests.server_process import stop, wait_until_ready
 
 BENTOML = Path(sys.executable).with_name("bentoml")
 LOCK = REPO_ROOT / "serving" / "requirements.lock.txt"
@@ -196,27 +196,11 @@ def test_built_bento_serves_with_mounted_registry_and_index(
         )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 240
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"bentoml serve exited ({process.returncode}):\n{log_path.read_text()[-3000:]}")
-            if time.monotonic() > deadline:
-                pytest.fail(f"bento not ready in time:\n{log_path.read_text()[-3000:]}")
-            try:
-                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.5)
+        wait_until_ready(f"{url}/readyz", process, log_path)
         meta = httpx.get(f"{url}/metadata", timeout=10).json()
         assert meta["model_version"] == trained_model.model_version
         response = httpx.post(f"{url}/assign", json={"customer_ids": [1, 2, 3]}, timeout=60)
         assert response.status_code == 200, response.text
         assert len(response.json()["results"]) == 3
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop(process)

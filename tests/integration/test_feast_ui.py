@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -15,22 +14,10 @@ import pytest
 
 from lookalike.local_redis import free_port
 from tests.fixtures.feast import apply_repo
+from tests.server_process import stop, wait_until_ready
 
 FEAST = Path(sys.executable).with_name("feast")
 START_TIMEOUT_S = 90
-
-
-def wait_until_up(url: str, process: subprocess.Popen[bytes], log_path: Path) -> None:
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"feast ui exited with {process.returncode}:\n{log_path.read_text()[-3000:]}")
-        try:
-            httpx.get(url, timeout=2)
-            return
-        except httpx.TransportError:
-            time.sleep(0.5)
-    pytest.fail(f"feast ui did not answer within {START_TIMEOUT_S} s:\n{log_path.read_text()[-3000:]}")
 
 
 @pytest.mark.integration
@@ -45,7 +32,7 @@ def test_feast_ui_serves_the_page_and_the_registry_api(tmp_path: Path) -> None:
         )
     base = f"http://127.0.0.1:{port}"
     try:
-        wait_until_up(f"{base}/health", process, log_path)
+        wait_until_ready(f"{base}/health", process, log_path, START_TIMEOUT_S)
         page = httpx.get(f"{base}/", timeout=10)
         assert page.status_code == 200, page.text[:500]
         assert "<html" in page.text.lower()
@@ -59,9 +46,4 @@ def test_feast_ui_serves_the_page_and_the_registry_api(tmp_path: Path) -> None:
         names = {s["spec"]["name"] for s in services.json()["featureServices"]}
         assert "lookalike_legit_v1" in names
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=5)
+        stop(process)

@@ -5,15 +5,11 @@ in the client's filesystem."""
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 import yaml
 from mlflow import MlflowClient
@@ -21,6 +17,7 @@ from mlflow import MlflowClient
 from lookalike.local_redis import free_port
 from lookalike.mlflow_store import ensure_experiment
 from tests.conftest import REPO_ROOT
+from tests.server_process import stop, wait_until_ready
 
 MLFLOW = Path(sys.executable).with_name("mlflow")
 
@@ -44,27 +41,10 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[st
         )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"mlflow server exited ({process.returncode}):\n{log_path.read_text()[-3000:]}")
-            if time.monotonic() > deadline:
-                pytest.fail(f"mlflow server not up in time:\n{log_path.read_text()[-3000:]}")
-            try:
-                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.5)
+        wait_until_ready(f"{url}/health", process, log_path, timeout_s=120)
         yield url, root / "artifacts"
     finally:
-        # the server runs workers in its own process group (started above): stop them all
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+        stop(process, own_group=True)  # the server's workers share its process group
 
 
 @pytest.mark.integration
