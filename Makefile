@@ -13,7 +13,7 @@ TORCH_SOURCE ?= --extra-index-url $(TORCH_INDEX) --index-strategy unsafe-best-ma
 
 .DEFAULT_GOAL := help
 .PHONY: help install redis demo test test-unit test-integration test-e2e lint typecheck fmt clean \
-        bench-features bench-materialize bench-train bench-faiss bench-weekly bench-serving \
+        bench-features bench-materialize bench-train bench-faiss bench-weekly bench-weekly-spark bench-serving \
         bento-lock bento gpu-wheels gpu-check
 
 help: ## list targets
@@ -80,6 +80,9 @@ bench-faiss: install ## FAISS index+search, n=100k, k=10
 
 bench-weekly: install ## end-to-end weekly inference, 1M anchors + 2M customers
 	$(BIN)/python bench/bench_weekly.py
+
+bench-weekly-spark: install ## weekly assignment, local engine vs --engine spark on local[2], same data
+	$(BIN)/python bench/bench_weekly_spark.py
 
 bench-serving: install redis ## /assign latency and throughput on loopback
 	$(BIN)/python bench/bench_serving.py

@@ -123,6 +123,9 @@ class WeeklyConfig:
     spark: SparkParams = field(default_factory=SparkParams)
     # drift against the last published run (index_builder/drift.py); a FAIL blocks publication
     drift: DriftConfig = field(default_factory=DriftConfig)
+    # also publish index / segments / reports under this URI root (s3a://, gs://, hdfs://,
+    # file://; lookalike/storage.py): uploaded before the local swap, pointers moved after it
+    publish_uri: str | None = None
 
     def __post_init__(self) -> None:
         if self.engine not in WEEKLY_ENGINES:

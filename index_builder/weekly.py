@@ -62,6 +62,23 @@ def _retrain(config: WeeklyConfig, staging: Path, run_date: str) -> str:
     return config.model.ref
 
 
+def _upload(publish_uri: str | None, index: Path, segments: Path, report: Path | None, bundle: Any,
+            run_date: str) -> list[Any]:
+    """Copy the staged outputs under ``publish_uri`` (fresh names; no pointer moves yet)."""
+    if not publish_uri:
+        return []
+    from lookalike.storage import Publication, join, upload
+
+    items = [Publication(index, join(publish_uri, "index"), bundle.index_version,
+                         {"model_version": bundle.model_version}),
+             Publication(segments, join(publish_uri, "segments"), run_date, {"index_version": bundle.index_version})]
+    if report is not None:
+        items.append(Publication(report, join(publish_uri, "reports"), run_date))
+    for item in items:
+        upload(item)
+    return items
+
+
 def run(config: WeeklyConfig) -> WeeklyResult:
     from index_builder import assign, build, evaluate
     from index_builder.features import check_encoder_contract
@@ -126,6 +143,7 @@ def run(config: WeeklyConfig) -> WeeklyResult:
                                  encoder=encoder, model_version=info.version, bundle=bundle,
                                  segments_dir=staged_segments, report_dir=staged_report)
             steps.append(f"drift {drift.verdict}")
+        publications = _upload(config.publish_uri, staged_index, staged_segments, staged_report, bundle, run_date)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         log.error("weekly run %s failed; last week's outputs are untouched", run_date)
@@ -147,6 +165,11 @@ def run(config: WeeklyConfig) -> WeeklyResult:
         set_current(workspace / "reports", run_date)
     if config.drift.enabled:
         set_current(workspace / "drift", run_date)
+    if publications:
+        from lookalike.storage import move_pointers
+
+        move_pointers(publications)
+        steps.append(f"published to {config.publish_uri}")
     if config.log_mlflow:
         _log(config, info, bundle, index_dir, report_dir, run_date)
     log.info("weekly run %s done: %s", run_date, "; ".join(steps))

@@ -35,7 +35,8 @@ def engines(trained_model, feature_repo_dir, spark, tmp_path_factory) -> dict[st
     root = tmp_path_factory.mktemp("weekly_engines")
     return {
         "local": _weekly(trained_model, feature_repo_dir, root / "local", []),
-        "spark": _weekly(trained_model, feature_repo_dir, root / "spark", ["engine=spark"]),
+        "spark": _weekly(trained_model, feature_repo_dir, root / "spark",
+                         ["engine=spark", f"publish_uri=file://{root / 'published'}"]),
         "spark_sharded": _weekly(trained_model, feature_repo_dir, root / "sharded",
                                  ["engine=spark", "spark.shard_above_mb=0.02", "spark.partitions=3"]),
     }
@@ -76,3 +77,15 @@ def test_spark_engine_output_is_staged_and_swapped_like_the_local_one(engines: d
     assert not list(workspace.glob(".weekly-*"))  # staging removed
     parts = sorted((result.segments_dir / "segments.parquet").glob("part-*.parquet"))
     assert parts, "Spark's writer produced the table"
+
+
+def test_spark_engine_output_is_published_behind_pointers(engines: dict[str, Any]) -> None:
+    from lookalike.storage import fetch, read_pointer, resolve_current
+
+    result = engines["spark"]
+    published = f"file://{result.segments_dir.parents[2] / 'published'}"
+    assert read_pointer(published + "/segments")["name"] == result.run_date
+    assert read_pointer(published + "/index")["name"] == result.index_dir.name
+    local_copy = fetch(resolve_current(published + "/segments"), result.segments_dir.parents[2] / "fetched")
+    pd.testing.assert_frame_equal(pq.read_table(local_copy / "segments.parquet").to_pandas(), _table(result))
+    assert "reports" not in {p.name for p in (result.segments_dir.parents[2] / "published").iterdir()}
