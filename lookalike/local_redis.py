@@ -95,8 +95,12 @@ class LocalRedisCluster:
     def start(self, timeout_s: float = 30.0) -> LocalRedisCluster:
         import redis
 
-        for node in self.nodes:
-            node.start()
+        try:
+            for node in self.nodes:
+                node.start()
+        except BaseException:
+            self.stop()  # never leave the nodes that did start running
+            raise
         clients = [redis.Redis(host="127.0.0.1", port=node.port) for node in self.nodes]
         try:
             bounds = [round(i * self.SLOTS / len(self.nodes)) for i in range(len(self.nodes) + 1)]
