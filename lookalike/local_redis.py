@@ -93,14 +93,18 @@ class LocalRedisCluster:
         return "redis+cluster://" + ",".join(node.connection_string for node in self.nodes)
 
     def start(self, timeout_s: float = 30.0) -> LocalRedisCluster:
-        import redis
-
         try:
             for node in self.nodes:
                 node.start()
+            self._form_cluster(timeout_s)
         except BaseException:
             self.stop()  # never leave the nodes that did start running
             raise
+        return self
+
+    def _form_cluster(self, timeout_s: float) -> None:
+        import redis
+
         clients = [redis.Redis(host="127.0.0.1", port=node.port) for node in self.nodes]
         try:
             bounds = [round(i * self.SLOTS / len(self.nodes)) for i in range(len(self.nodes) + 1)]
@@ -113,12 +117,11 @@ class LocalRedisCluster:
                 infos = [client.cluster("INFO") for client in clients]  # parsed into a dict by redis-py
                 if all(i.get("cluster_state") == "ok" and int(i.get("cluster_known_nodes", 0)) == len(self.nodes)
                        for i in infos):
-                    return self
+                    return
                 time.sleep(0.1)
         finally:
             for client in clients:
                 client.close()
-        self.stop()
         raise RuntimeError(f"redis cluster on ports {[n.port for n in self.nodes]} did not become ready")
 
     def stop(self) -> None:
