@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -80,6 +81,7 @@ class LookalikeResult:
     scores: np.ndarray
     decisions: np.ndarray
     without_features: int
+    embeddings: np.ndarray | None = None  # (n, dim), kept for the bundle's population
 
 
 def score_customers(store: Any, population: Any, encoder: Any, bundle: IndexBundle,
@@ -95,7 +97,7 @@ def score_customers(store: Any, population: Any, encoder: Any, bundle: IndexBund
     ids, frame = ids[found], frame[found].reset_index(drop=True)
     embeddings = embed_frame(encoder, frame, batch_size, desc="embed customers")
     scores = bundle.score(embeddings) if len(ids) else np.zeros((0, len(bundle.segments)), np.float32)
-    return LookalikeResult(ids, scores, bundle.decide(scores), int((~found).sum()))
+    return LookalikeResult(ids, scores, bundle.decide(scores), int((~found).sum()), embeddings)
 
 
 def build_table(population: Any, result: LookalikeResult, bundle: IndexBundle) -> pa.Table:
@@ -127,8 +129,12 @@ def volumes(table: pa.Table) -> dict[str, dict[str, int]]:
 
 def run(config: AssignConfig, *, population: Any = None, encoder_and_info: Any = None,
         bundle: IndexBundle | None = None, output_dir: Path | None = None,
-        set_as_current: bool = True) -> Path:
-    """Write ``<output_root>/<date>/segments.parquet`` (atomically); returns the directory."""
+        set_as_current: bool = True, on_scored: Callable[[LookalikeResult], None] | None = None) -> Path:
+    """Write ``<output_root>/<date>/segments.parquet`` (atomically); returns the directory.
+
+    ``on_scored`` receives the scored customers (ids, embeddings): the weekly job stores them
+    as the bundle's population for ``/expand``.
+    """
     from index_builder.features import check_encoder_contract
     from index_builder.population import load_population, parse_date
     from lookalike.contract import load_contract
@@ -145,6 +151,8 @@ def run(config: AssignConfig, *, population: Any = None, encoder_and_info: Any =
     check_encoder_contract(encoder, contract)
     population = population or load_population(store, as_of, encoder.contract.service_name)
     result = score_customers(store, population, encoder, bundle, config.batch_size)
+    if on_scored is not None:
+        on_scored(result)
     table = build_table(population, result, bundle)
     suppressed = int((population.suppressed & ~population.opt_in).sum())
     counts = {

@@ -115,6 +115,7 @@ def run(config: WeeklyConfig) -> WeeklyResult:
         steps.append(f"index {bundle.index_version}")
         assign_config = AssignConfig(repo=config.repo, date=run_date, model=config.model,
                                      batch_size=config.batch_size)
+        scored: list[Any] = []
         if config.engine == "spark":
             from index_builder import spark_engine
 
@@ -124,8 +125,11 @@ def run(config: WeeklyConfig) -> WeeklyResult:
         else:
             staged_segments = assign.run(assign_config, population=population, encoder_and_info=(encoder, info),
                                          bundle=bundle, output_dir=staging / "segments" / run_date,
-                                         set_as_current=False)
+                                         set_as_current=False, on_scored=scored.append)
         steps.append(f"assigned segments ({config.engine} engine)")
+        if scored:  # the Spark engine embeds on executors: its bundles keep the service's fallback
+            bundle.manifest = _add_population(staged_index, anchors, scored[0])
+            steps.append(f"population embeddings ({len(anchors.ids) + len(scored[0].customer_ids)} customers)")
         staged_report = None
         if config.evaluate:
             eval_config = EvaluateConfig(repo=config.repo, date=run_date, model=config.model,
@@ -174,6 +178,20 @@ def run(config: WeeklyConfig) -> WeeklyResult:
         _log(config, info, bundle, index_dir, report_dir, run_date)
     log.info("weekly run %s done: %s", run_date, "; ".join(steps))
     return WeeklyResult(run_date, info.version, index_dir, segments_dir, report_dir, config.retrain, steps)
+
+
+def _add_population(bundle_dir: Path, anchors: Any, scored: Any) -> dict[str, Any]:
+    """Anchors and scored customers, as embedded this week, become the bundle's population
+    (what /expand ranks; the service memory-maps it instead of re-embedding at start-up)."""
+    import numpy as np
+
+    from index_builder.population_embeddings import add_population
+
+    ids = np.concatenate([anchors.ids, scored.customer_ids]).astype(np.int64)
+    embeddings = np.concatenate([anchors.embeddings, scored.embeddings]) if len(scored.customer_ids) \
+        else anchors.embeddings
+    opt_in = np.concatenate([np.ones(len(anchors.ids), bool), np.zeros(len(scored.customer_ids), bool)])
+    return add_population(bundle_dir, ids, embeddings, opt_in)
 
 
 def _log(config: WeeklyConfig, info: Any, bundle: Any, index_dir: Path, report_dir: Path | None,

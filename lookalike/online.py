@@ -247,6 +247,22 @@ def _entity_key_layout(version: int) -> tuple[bytes, bytes]:
     return samples[0][:at], samples[0][at + 8:]
 
 
+# One round trip for a whole list: Redis looks up the suppression field of every id
+# (8-byte little-endian ids concatenated in ARGV[1]) and answers one byte per id.
+_SUPPRESSED_SCRIPT = """
+local ids, prefix, suffix, field, flag = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local out = {}
+for i = 1, #ids, 8 do
+  local value = redis.call('HGET', prefix .. string.sub(ids, i, i + 7) .. suffix, field)
+  out[#out + 1] = (value == flag) and '1' or '0'
+end
+return table.concat(out)
+"""
+# Feast's serialized Value(bool_val=True): what the writers store for a true flag
+_TRUE_CELL = bytes([_TAG_BOOL, 1])
+_SUPPRESSED_CHUNK = 20_000  # ids per script call: bounds how long one call holds Redis
+
+
 class _Ineligible(Exception):
     """The store's online store cannot be read directly; use Feast's reader."""
 
@@ -297,6 +313,22 @@ class _RedisEngine:
 
     def key(self, customer_id: int) -> bytes:
         return self._prefix + struct.pack("<q", customer_id) + self._suffix
+
+    def flags(self, ids: np.ndarray, field: bytes) -> np.ndarray:
+        """Whether ``field`` holds a true Bool for each id, in a few server-side script calls."""
+        out = np.zeros(len(ids), dtype=bool)
+        packed = np.ascontiguousarray(ids, dtype="<i8")
+        try:
+            script = self.client.register_script(_SUPPRESSED_SCRIPT)
+            for start in range(0, len(ids), _SUPPRESSED_CHUNK):
+                chunk = packed[start:start + _SUPPRESSED_CHUNK]
+                reply = script(args=[chunk.tobytes(), self._prefix, self._suffix, field, _TRUE_CELL])
+                out[start:start + len(chunk)] = np.frombuffer(reply, dtype=np.uint8) == ord("1")
+        except Exception as exc:
+            if _is_unavailable(exc):
+                raise OnlineStoreUnavailable(f"online store unavailable: {type(exc).__name__}") from exc
+            raise
+        return out
 
     def fetch(self, ids: np.ndarray) -> list[list[bytes | None]]:
         """One ``HMGET`` reply (a value or None per field) per id, in order."""
@@ -376,6 +408,20 @@ class OnlineFeatureReader:
         status = self._read_status_feast(ids)
         frame, found = self._read_feast(ids)
         return frame, found, status
+
+    def suppressed(self, customer_ids: Sequence[int] | np.ndarray) -> np.ndarray:
+        """Current suppression flag per id (False when unknown), cheap for long lists:
+        ``/expand`` re-checks every customer it returns at request time."""
+        ids = np.asarray(customer_ids, dtype=np.int64)
+        if len(ids) == 0:
+            return np.zeros(0, dtype=bool)
+        names = [name for name, _ in self._status_views]
+        if self._redis is not None:
+            if "suppressed" not in names:
+                return np.zeros(len(ids), dtype=bool)
+            field = self._redis.fields[len(self._redis.specs) + names.index("suppressed")]
+            return self._redis.flags(ids, field)
+        return self._read_status_feast(ids)["suppressed"].to_numpy(dtype=bool)
 
     def read_columns_with_status(self, customer_ids: Sequence[int] | np.ndarray) -> tuple[
             dict[str, Any], np.ndarray, dict[str, np.ndarray]]:

@@ -52,16 +52,48 @@ class StoreUnavailableError(LookalikeError):
 
 @dataclass(frozen=True)
 class Population:
-    """Embeddings of every customer known to the online store, for seed expansion."""
+    """Embeddings of every customer /expand may rank (the bundle's, or built from the store)."""
 
-    ids: np.ndarray  # int64 (n,)
-    embeddings: np.ndarray  # float32 (n, dim), L2-normalised
+    ids: np.ndarray  # int64 (n,), ascending
+    embeddings: np.ndarray  # float32 (n, dim), L2-normalised (a read-only memory map from the bundle)
     opt_in: np.ndarray  # bool (n,)
     centroid: np.ndarray  # float32 (dim,), L2-normalised mean embedding
     mean_similarity: float  # mean pairwise cosine of the population (baseline for seeds)
     mean: np.ndarray  # float64 (dim,), unnormalised mean embedding
     variance: float  # mean squared distance of an embedding from ``mean``
-    row_of: dict[int, int] = field(repr=False)
+    source: str = field(default="online store")  # "index bundle" or "online store"
+
+    def rows_of(self, customer_ids: Sequence[int] | np.ndarray) -> np.ndarray:
+        """Row of each id, ``-1`` where the customer is not in the population."""
+        ids = np.asarray(customer_ids, dtype=np.int64)
+        if len(self.ids) == 0:
+            return np.full(len(ids), -1, dtype=np.int64)
+        pos = np.clip(np.searchsorted(self.ids, ids), 0, len(self.ids) - 1)
+        return np.where(self.ids[pos] == ids, pos, -1)
+
+
+def population_from_arrays(ids: np.ndarray, embeddings: np.ndarray, opt_in: np.ndarray,
+                           source: str) -> Population:
+    """A :class:`Population` with its summary statistics (one O(n d) pass, in chunks)."""
+    order = np.argsort(ids, kind="stable")
+    if not np.array_equal(order, np.arange(len(ids))):  # the bundle's are sorted already
+        ids, embeddings, opt_in = ids[order], embeddings[order], opt_in[order]
+    dim = embeddings.shape[1]
+    total = np.zeros(dim, dtype=np.float64)
+    squares = 0.0
+    for start in range(0, len(ids), 262_144):
+        block = np.asarray(embeddings[start:start + 262_144], dtype=np.float32)
+        total += block.sum(axis=0, dtype=np.float64)
+        squares += float(np.einsum("ij,ij->", block, block, dtype=np.float64))
+    n = max(len(ids), 1)
+    mean = total / n
+    norm = float(np.linalg.norm(total))
+    centroid = (total / norm if norm > 0 else total).astype(np.float32)
+    # embeddings are unit vectors: sum_{i != j} <e_i, e_j> = ||sum e||^2 - n
+    mean_sim = 1.0 if len(ids) < 2 else (norm**2 - len(ids)) / (len(ids) * (len(ids) - 1))
+    return Population(ids=np.asarray(ids, dtype=np.int64), embeddings=embeddings, opt_in=np.asarray(opt_in, bool),
+                      centroid=centroid, mean_similarity=float(mean_sim), mean=mean,
+                      variance=float(squares / n - mean @ mean), source=source)
 
 
 @dataclass(frozen=True)
@@ -322,6 +354,15 @@ class LookalikeRuntime:
         return self._population
 
     def _build_population(self) -> Population:
+        from index_builder.population_embeddings import load_population
+
+        stored = load_population(self.bundle.path) if getattr(self.bundle, "path", None) else None
+        if stored is not None:  # written by the weekly job: memory-mapped, nothing to embed
+            return population_from_arrays(stored.ids, stored.embeddings, stored.opt_in, "index bundle")
+        return self._embed_population_from_store()
+
+    def _embed_population_from_store(self) -> Population:
+        """Fallback for bundles without population files (``lookalike build-index`` alone)."""
         from tqdm import tqdm
 
         all_ids = known_customer_ids(self.store, self.reader, self.contract)
@@ -340,16 +381,41 @@ class LookalikeRuntime:
             opt_parts.append(_status_column(status, "opt_in", len(ids))[rows])
         if not ids_parts:
             raise StoreUnavailableError("no customer features found in the online store")
-        ids_all = np.concatenate(ids_parts)
         embeddings = np.ascontiguousarray(np.concatenate(emb_parts), dtype=np.float32)
-        centroid, mean_sim = _mean_pairwise_cosine(embeddings)
-        mean = embeddings.mean(axis=0, dtype=np.float64)
-        variance = float(np.einsum("ij,ij->i", embeddings, embeddings).mean() - mean @ mean)
-        return Population(
-            ids=ids_all, embeddings=embeddings, opt_in=np.concatenate(opt_parts), centroid=centroid,
-            mean_similarity=mean_sim, mean=mean, variance=variance,
-            row_of={int(c): i for i, c in enumerate(ids_all)},
-        )
+        return population_from_arrays(np.concatenate(ids_parts), embeddings, np.concatenate(opt_parts),
+                                      "online store")
+
+    def _suppressed_now(self, ids: np.ndarray) -> np.ndarray:
+        """Current suppression flags from the online store (request time, not the bundle's date)."""
+        from lookalike.online import OnlineStoreUnavailable
+
+        try:
+            if hasattr(self.reader, "suppressed"):
+                return np.asarray(self.reader.suppressed(ids), dtype=bool)
+            return _status_column(self.reader.read_status(ids), "suppressed", len(ids))
+        except OnlineStoreUnavailable as exc:
+            raise StoreUnavailableError("online feature store unavailable; retry shortly") from exc
+
+    def _top_unsuppressed(self, candidates: np.ndarray, scores: np.ndarray, limit: int,
+                          pop: Population) -> np.ndarray:
+        """The ``limit`` best candidates by score, minus customers suppressed right now.
+
+        The population is as of the weekly run; objections since then come from the online
+        store at request time. Over-fetches a little and refills when someone drops out.
+        """
+        if limit <= 0 or len(candidates) == 0:
+            return np.zeros(0, dtype=np.int64)
+        fetch = min(len(candidates), limit + max(64, limit // 20))
+        while True:
+            if fetch < len(candidates):
+                top = candidates[np.argpartition(-scores[candidates], fetch - 1)[:fetch]]
+            else:
+                top = candidates
+            top = top[np.argsort(-scores[top], kind="stable")]
+            kept = top[~self._suppressed_now(pop.ids[top])]
+            if len(kept) >= limit or fetch >= len(candidates):
+                return kept[:limit]
+            fetch = min(len(candidates), 2 * fetch)
 
     def seed_ids_for_segment(self, segment: str) -> list[int]:
         if segment not in self.segments:
@@ -374,21 +440,22 @@ class LookalikeRuntime:
         requested = list(dict.fromkeys(int(i) for i in (seed_ids or [])))
         pop = self.population()
         # Current status from the store: suppressed seed members are dropped, unknown ones counted.
-        _, found, status = self._read(requested) if requested else (None, np.zeros(0, bool), None)
-        suppressed = _status_column(status, "suppressed", len(requested)) & found
-        rows = [pop.row_of[c] for c, ok, sup in zip(requested, found, suppressed, strict=True)
-                if ok and not sup and c in pop.row_of]
+        requested_ids = np.asarray(requested, dtype=np.int64)
+        seed_rows = pop.rows_of(requested_ids)
+        found = seed_rows >= 0
+        suppressed = self._suppressed_now(requested_ids) if requested else np.zeros(0, bool)
+        rows = seed_rows[found & ~suppressed]
         matched = len(rows)
         if matched < cfg.min_seed_matched:
             raise SeedRejectedError(
-                f"seed too small: {matched} of {len(requested)} seed customers found in the online "
-                f"store (minimum {cfg.min_seed_matched})"
+                f"seed too small: {matched} of {len(requested)} seed customers found in the "
+                f"{pop.source} population (minimum {cfg.min_seed_matched})"
             )
         seed_emb = pop.embeddings[rows]
         seed_centroid, intra = _mean_pairwise_cosine(seed_emb)
         distinctiveness = seed_distinctiveness(seed_emb, pop.mean, pop.variance, len(pop.ids))
         diagnostics = SeedDiagnostics(
-            requested=len(requested), matched=matched, unknown=int((~found).sum()),
+            requested=len(requested), matched=matched, unknown=int((~found & ~suppressed).sum()),
             suppressed=int(suppressed.sum()), distinctiveness=round(distinctiveness, 4),
             centroid_distance=round(float(1.0 - float(seed_centroid @ pop.centroid)), 6),
             mean_intra_seed_similarity=round(intra, 6),
@@ -411,11 +478,9 @@ class LookalikeRuntime:
         limit = min(target_size or cfg.default_target_size, cfg.max_target_size)
         if min_similarity is not None and target_size is None:
             limit = min(len(candidates), cfg.max_target_size)
-        if len(candidates) > limit:
-            top = np.argpartition(-scores[candidates], limit - 1)[:limit]
-            candidates = candidates[top]
-        order = candidates[np.argsort(-scores[candidates], kind="stable")]
-        customers = [Lookalike(customer_id=int(pop.ids[r]), score=round(float(scores[r]), 6)) for r in order]
+        order = self._top_unsuppressed(candidates, scores, limit, pop)
+        customers = [Lookalike.model_construct(customer_id=int(c), score=round(float(v), 6))
+                     for c, v in zip(pop.ids[order].tolist(), scores[order].tolist(), strict=True)]
         return ExpandResult(seed=diagnostics, population=population,
                             population_size=int(eligible.size if population == "all" else (~pop.opt_in).sum()),
                             customers=customers)

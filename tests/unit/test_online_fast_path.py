@@ -153,6 +153,12 @@ def test_redis_engine_returns_exactly_what_feast_returns(redis_repo: Path) -> No
         for name in ("opt_in", "suppressed"):
             np.testing.assert_array_equal(col_status[name], status[name].to_numpy(dtype=bool))
 
+    # /expand's request-time suppression check (one server-side script call per 20k ids)
+    expected_suppressed = status["suppressed"].to_numpy(dtype=bool)
+    assert expected_suppressed.any()
+    np.testing.assert_array_equal(fast.suppressed(ids), expected_suppressed)
+    np.testing.assert_array_equal(feast.suppressed(ids), expected_suppressed)
+
     empty, empty_found = fast.read([])
     pd.testing.assert_frame_equal(empty, feast.read([])[0])
     assert len(empty_found) == 0

@@ -1,0 +1,96 @@
+"""Population embeddings inside the index bundle: what ``/expand`` ranks.
+
+The weekly job embeds every customer anyway (opt-in anchors for the index, non-opt-in
+customers for assignment). Keeping those vectors in the bundle -- three ``.npy`` files,
+memory-mapped by the service -- means the service no longer re-embeds the whole population
+from online features at start-up (minutes at millions of customers; seconds now), and
+``/expand`` ranks exactly the vectors the weekly assignment used.
+
+Files (ids sorted, one row per customer, suppressed customers never included):
+
+- ``population_ids.npy``: int64 customer ids, ascending;
+- ``population_embeddings.npy``: float32 (n, dim), L2-normalised;
+- ``population_opt_in.npy``: bool, opt-in at the run date.
+
+:func:`add_population` writes them into a bundle directory that is still staged (the
+weekly job's private directory, swapped in only after every step succeeded) and re-stamps
+the bundle manifest so its content hash covers them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lookalike.artifacts import read_manifest, write_manifest
+from lookalike.errors import ArtifactError, DataValidationError
+
+IDS_FILE = "population_ids.npy"
+EMBEDDINGS_FILE = "population_embeddings.npy"
+OPT_IN_FILE = "population_opt_in.npy"
+_MANIFEST_OWN_FIELDS = ("kind", "created_at", "content_hash")
+
+
+@dataclass(frozen=True)
+class PopulationEmbeddings:
+    ids: np.ndarray  # int64 (n,), ascending
+    embeddings: np.ndarray  # float32 (n, dim), L2-normalised; a read-only memory map when loaded
+    opt_in: np.ndarray  # bool (n,)
+
+    def rows_of(self, customer_ids: Any) -> np.ndarray:
+        """Row of each id, ``-1`` where the customer is not in the population."""
+        ids = np.asarray(customer_ids, dtype=np.int64)
+        if len(self.ids) == 0:
+            return np.full(len(ids), -1, dtype=np.int64)
+        pos = np.clip(np.searchsorted(self.ids, ids), 0, len(self.ids) - 1)
+        return np.where(self.ids[pos] == ids, pos, -1)
+
+
+def add_population(bundle_dir: str | Path, ids: np.ndarray, embeddings: np.ndarray,
+                   opt_in: np.ndarray) -> dict[str, Any]:
+    """Write the population files into a staged bundle and re-stamp its manifest."""
+    from index_builder.bundle import BUNDLE_KIND
+
+    bundle_dir = Path(bundle_dir)
+    ids = np.asarray(ids, dtype=np.int64)
+    vectors = np.asarray(embeddings, dtype=np.float32)
+    flags = np.asarray(opt_in, dtype=bool)
+    if vectors.ndim != 2 or len(vectors) != len(ids) or len(flags) != len(ids):
+        raise DataValidationError(
+            f"population: {len(ids)} ids, embeddings {vectors.shape}, {len(flags)} opt-in flags differ")
+    order = np.argsort(ids, kind="stable")
+    ids = ids[order]
+    if len(ids) > 1 and (np.diff(ids) == 0).any():
+        raise DataValidationError("population: duplicate customer ids")
+    manifest = read_manifest(bundle_dir, BUNDLE_KIND)
+    if manifest.get("dim") is not None and vectors.shape[1] != int(manifest["dim"]):
+        raise DataValidationError(f"population embeddings have dim {vectors.shape[1]}, the index {manifest['dim']}")
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    normalised = np.ascontiguousarray(vectors[order] / np.maximum(norms[order], 1e-12), dtype=np.float32)
+    np.save(bundle_dir / IDS_FILE, ids)
+    np.save(bundle_dir / EMBEDDINGS_FILE, normalised)
+    np.save(bundle_dir / OPT_IN_FILE, flags[order])
+    fields = {k: v for k, v in manifest.items() if k not in _MANIFEST_OWN_FIELDS}
+    fields["population"] = {"customers": int(len(ids)), "opt_in": int(flags.sum()), "dim": int(vectors.shape[1]),
+                            "files": [IDS_FILE, EMBEDDINGS_FILE, OPT_IN_FILE]}
+    return write_manifest(bundle_dir, BUNDLE_KIND, **fields)
+
+
+def load_population(bundle_dir: str | Path) -> PopulationEmbeddings | None:
+    """The bundle's population (embeddings memory-mapped), or ``None`` when it has none."""
+    bundle_dir = Path(bundle_dir)
+    paths = [bundle_dir / name for name in (IDS_FILE, EMBEDDINGS_FILE, OPT_IN_FILE)]
+    if not any(p.exists() for p in paths):
+        return None
+    missing = [p.name for p in paths if not p.is_file()]
+    if missing:
+        raise ArtifactError(f"index bundle {bundle_dir} has an incomplete population: missing {missing}")
+    ids = np.load(paths[0])
+    embeddings = np.load(paths[1], mmap_mode="r")
+    opt_in = np.load(paths[2])
+    if embeddings.ndim != 2 or not len(ids) == len(embeddings) == len(opt_in):
+        raise ArtifactError(f"index bundle {bundle_dir}: population files disagree in length")
+    return PopulationEmbeddings(ids, embeddings, opt_in)

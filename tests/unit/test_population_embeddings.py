@@ -1,0 +1,111 @@
+"""Population embeddings in the bundle (weekly job -> /expand), and /expand over them."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from index_builder import faiss_backend
+from index_builder.bundle import AssignmentSpec, load_bundle, write_bundle
+from index_builder.population_embeddings import add_population, load_population
+from lookalike.errors import ArtifactError, DataValidationError
+from serving.config import ServingConfig
+from serving.core import LookalikeRuntime, SeedRejectedError
+
+pytestmark = pytest.mark.unit
+DIM = 16
+
+
+def clustered(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(8, DIM))
+    group = rng.integers(0, 8, n)
+    return (centres[group] + 0.2 * rng.normal(size=(n, DIM))).astype(np.float32), group
+
+
+def bundle_with_population(tmp_path, n_anchors: int = 300, n_customers: int = 3000):  # type: ignore[no-untyped-def]
+    anchors, _ = clustered(n_anchors, 1)
+    customers, group = clustered(n_customers, 2)
+    built = faiss_backend.build_index(anchors, faiss_backend.IndexParams(type="flat"))
+    spec = AssignmentSpec(k=5, aggregation="weighted", segments=["a", "b"], thresholds=[0.5, 0.5])
+    labels = sp.csr_matrix((np.random.default_rng(3).random((n_anchors, 2)) < 0.3).astype(np.uint8))
+    anchor_ids = np.arange(n_anchors, dtype=np.int64) + 1_000_000
+    write_bundle(tmp_path / "b", built, anchor_ids, labels, spec, index_version="v", model_version="1",
+                 model_name="m", feature_service="svc", feature_service_version="1")
+    customer_ids = np.arange(n_customers, dtype=np.int64)[::-1] + 1  # unsorted on purpose
+    ids = np.concatenate([anchor_ids, customer_ids])
+    vectors = np.concatenate([anchors, customers])
+    opt_in = np.concatenate([np.ones(n_anchors, bool), np.zeros(n_customers, bool)])
+    manifest = add_population(tmp_path / "b", ids, vectors, opt_in)
+    return tmp_path / "b", manifest, customer_ids, group
+
+
+def test_population_round_trip_is_memory_mapped_sorted_and_hashed(tmp_path) -> None:
+    path, manifest, customer_ids, _ = bundle_with_population(tmp_path)
+    assert manifest["population"]["customers"] == 3300 and manifest["population"]["opt_in"] == 300
+    bundle = load_bundle(path)  # content hash re-stamped over the population files
+    assert bundle.manifest["population"] == manifest["population"]
+    population = load_population(path)
+    assert population is not None and isinstance(population.embeddings, np.memmap)
+    assert np.all(np.diff(population.ids) > 0)
+    assert np.allclose(np.linalg.norm(population.embeddings, axis=1), 1.0, atol=1e-5)
+    assert population.rows_of([1, 999_999_999]).tolist()[1] == -1
+    assert population.ids[population.rows_of([1])[0]] == 1 and not population.opt_in[population.rows_of([1])[0]]
+    with pytest.raises(DataValidationError, match="duplicate"):
+        add_population(path, np.array([1, 1]), np.ones((2, DIM), np.float32), np.zeros(2, bool))
+    (path / "population_opt_in.npy").unlink()
+    with pytest.raises(ArtifactError, match="incomplete population"):
+        load_population(path)
+
+
+class FakeReader:
+    """The online store's answer at request time: who is suppressed now."""
+
+    def __init__(self, suppressed: set[int]) -> None:
+        self.now_suppressed = suppressed
+        self.calls: list[int] = []
+
+    def suppressed(self, ids: np.ndarray) -> np.ndarray:
+        self.calls.append(len(ids))
+        return np.isin(np.asarray(ids), list(self.now_suppressed))
+
+
+def runtime_over(path, reader: FakeReader) -> LookalikeRuntime:  # type: ignore[no-untyped-def]
+    bundle = load_bundle(path)
+    config = ServingConfig()
+    config.expand.min_distinctiveness = 1.5
+    metadata = {"model_name": "m", "model_version": "1", "index_version": "v", "feature_service": "svc",
+                "feature_service_version": "1"}
+    encoder = SimpleNamespace(embed=lambda columns: pytest.fail("/expand must not embed anyone"))
+    return LookalikeRuntime(config=config, encoder=encoder, model_info=None, bundle=bundle, store=None,
+                            reader=reader, contract=None, metadata=metadata)
+
+
+def test_expand_ranks_the_bundle_population_and_rechecks_suppression_at_request_time(tmp_path) -> None:
+    path, _, customer_ids, group = bundle_with_population(tmp_path)
+    seed = customer_ids[group == 3][:40]
+    reader = FakeReader(set())
+    runtime = runtime_over(path, reader)
+    before = runtime.expand(seed_ids=seed.tolist(), target_size=200)
+    assert runtime.population().source == "index bundle"
+    assert len(before.customers) == 200 and before.seed.matched == 40
+    returned = [c.customer_id for c in before.customers]
+    assert not set(returned) & set(seed.tolist()) and min(returned) >= 1 and max(returned) <= 3000
+    scores = [c.score for c in before.customers]
+    assert scores == sorted(scores, reverse=True)
+    # customers who objected since the weekly run: gone from the answer, refilled from the ranking
+    objectors = set(returned[:30])
+    reader.now_suppressed = objectors
+    after = runtime.expand(seed_ids=seed.tolist(), target_size=200)
+    again = [c.customer_id for c in after.customers]
+    assert len(again) == 200 and not set(again) & objectors
+    assert again[:170] == returned[30:200]
+    reader.now_suppressed = {int(seed[0])}  # a seed member who objected: dropped from the seed
+    assert runtime.expand(seed_ids=seed.tolist(), target_size=10).seed.suppressed == 1
+    unknown = runtime.expand(seed_ids=[*seed.tolist(), 555_555_555], target_size=10)
+    assert unknown.seed.unknown == 1
+    with pytest.raises(SeedRejectedError, match="seed too small"):
+        runtime.expand(seed_ids=[555_555_555], target_size=10)
