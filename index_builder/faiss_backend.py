@@ -433,13 +433,29 @@ def recall_between(approx: np.ndarray, truth: np.ndarray) -> float:
     return hits / float(truth.shape[0] * truth.shape[1])
 
 
+# From this many queries an IVF search is run in inverted-list order (see search()).
+LIST_ORDER_FROM = 20_000
+
+
 def search(index: Any, queries: np.ndarray, k: int, batch_size: int = 65536,
            progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """Top-``k`` (similarities, row ids) for L2-normalised ``queries``, in batches."""
+    """Top-``k`` (similarities, row ids) for L2-normalised ``queries``, in batches.
+
+    Large IVF searches are ordered by inverted list: the coarse quantizer assigns every
+    query once, queries are sorted by their nearest list and scanned with
+    ``search_preassigned``, so consecutive queries read the same lists while they are still
+    in cache instead of pulling lists from memory at random. Same results as a plain search.
+    """
     data = as_search_matrix(queries, "queries")
     n = data.shape[0]
     sims = np.empty((n, k), dtype=np.float32)
     ids = np.empty((n, k), dtype=np.int64)
+    ivf = _cpu_ivf(index)
+    order = None
+    if ivf is not None and n >= LIST_ORDER_FROM:
+        coarse_sims, coarse_ids = ivf.quantizer.search(data, ivf.nprobe)
+        order = np.argsort(coarse_ids[:, 0], kind="stable")
+        data, coarse_sims, coarse_ids = data[order], coarse_sims[order], coarse_ids[order]
     starts = range(0, n, batch_size)
     if progress and n > batch_size:
         from tqdm import tqdm
@@ -447,8 +463,21 @@ def search(index: Any, queries: np.ndarray, k: int, batch_size: int = 65536,
         starts = tqdm(starts, desc="faiss search", unit="batch")
     for start in starts:
         stop = min(start + batch_size, n)
-        sims[start:stop], ids[start:stop] = index.search(data[start:stop], k)
+        if order is not None and ivf is not None:
+            sims[start:stop], ids[start:stop] = ivf.search_preassigned(
+                data[start:stop], k, coarse_ids[start:stop], coarse_sims[start:stop])
+        else:
+            sims[start:stop], ids[start:stop] = index.search(data[start:stop], k)
+    if order is not None:
+        restored_sims, restored_ids = np.empty_like(sims), np.empty_like(ids)
+        restored_sims[order], restored_ids[order] = sims, ids
+        return restored_sims, restored_ids
     return sims, ids
+
+
+def _cpu_ivf(index: Any) -> Any:
+    """The index itself when it is a plain CPU IVF index (list-ordered search applies)."""
+    return index if isinstance(index, faiss.IndexIVF) else None
 
 
 def search_excluding_self(index: Any, queries: np.ndarray, query_rows: np.ndarray, k: int,

@@ -245,3 +245,15 @@ def test_torch_cuda_path_falls_back_to_cpu_cleanly(monkeypatch: pytest.MonkeyPat
     _, exact = faiss_backend.faiss.knn(queries, faiss_backend.l2_normalise(data), 5,
                                        metric=faiss_backend.faiss.METRIC_INNER_PRODUCT)
     assert faiss_backend.recall_between(faiss_backend.search(built.searcher(), queries, 5)[1], exact) == 1.0
+
+
+def test_large_ivf_searches_in_list_order_give_the_plain_search_results(monkeypatch: pytest.MonkeyPatch) -> None:
+    data = clustered(6000, centres=60, seed=9)
+    built = faiss_backend.build_index(data[:3000], faiss_backend.IndexParams(type="ivf", nlist=32, nprobe=4,
+                                                                            min_recall=0))
+    queries = faiss_backend.l2_normalise(data[3000:])
+    monkeypatch.setattr(faiss_backend, "LIST_ORDER_FROM", 10**9)
+    plain = faiss_backend.search(built.index, queries, 15)
+    monkeypatch.setattr(faiss_backend, "LIST_ORDER_FROM", 100)
+    ordered = faiss_backend.search(built.index, queries, 15, batch_size=700)
+    assert np.array_equal(plain[1], ordered[1]) and np.allclose(plain[0], ordered[0])
