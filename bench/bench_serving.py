@@ -47,11 +47,14 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
 P99_TARGET_MS = 10.0
+STARTUP_TARGET_S = 15.0
+EXPAND_P99_TARGET_MS = 500.0
 THROUGHPUT_TARGET = 4_000.0
 ARCHETYPES = 200
 
 
-def synthetic_bundle(out_dir: Path, n_anchors: int, tracking_uri: str, model_alias: str, index_type: str) -> Path:
+def synthetic_bundle(out_dir: Path, n_anchors: int, tracking_uri: str, model_alias: str, index_type: str,
+                     population: int = 0) -> Path:
     import mlflow
 
     from index_builder import faiss_backend
@@ -81,20 +84,29 @@ def synthetic_bundle(out_dir: Path, n_anchors: int, tracking_uri: str, model_ali
     write_bundle(path, built, anchor_ids, labels, assignment, index_version="bench-1m", run_date="bench",
                  model_name=info.name, model_version=info.version,
                  feature_service=info.feature_service, feature_service_version=info.feature_service_version)
+    if population > 0:  # what the weekly job adds: anchors + scored customers, for /expand
+        from index_builder.population_embeddings import add_population
+
+        extra = max(0, population - n_anchors)
+        customers, _ = tower_shaped_anchors(encoder, extra, seed=8)
+        add_population(path, np.concatenate([anchor_ids, np.arange(extra, dtype=np.int64) + 5 * 10**11]),
+                       np.concatenate([vectors, customers]),
+                       np.concatenate([np.ones(n_anchors, bool), np.zeros(extra, bool)]))
+        print(f"  population: {n_anchors + extra:,} embeddings in the bundle")
     print(f"  index {built.index_type} {built.params} recall@{built.recall_k} {built.recall_at_k} "
           f"(guarantee: {built.recall_check})")
     return path
 
 
-def tower_shaped_anchors(encoder: Any, n: int, chunk: int = 200_000) -> tuple[np.ndarray, np.ndarray]:
+def tower_shaped_anchors(encoder: Any, n: int, chunk: int = 200_000, seed: int = 7) -> tuple[np.ndarray, np.ndarray]:
     """``n`` embeddings from the champion's tower over synthetic inputs around archetypes."""
     import torch
 
     from training.model import embed_arrays
 
-    rng = np.random.default_rng(7)
     dim = encoder.preprocessor.dense_dim
-    centres = rng.normal(size=(ARCHETYPES, dim)).astype(np.float32)
+    centres = np.random.default_rng(7).normal(size=(ARCHETYPES, dim)).astype(np.float32)
+    rng = np.random.default_rng(seed)
     archetype = rng.integers(0, ARCHETYPES, n)
     cardinalities = encoder.preprocessor.cardinalities
     out = np.empty((n, encoder.embedding_dim), dtype=np.float32)
@@ -208,7 +220,37 @@ def run_http_phases(url: str, ids: np.ndarray, args: argparse.Namespace) -> dict
     for t in threads:
         t.join()
     result.update(throughput=done / (time.perf_counter() - t0), errors=errors, load2=load_average())
+    if args.seeds:
+        expand_ms: list[float] = []
+        returned = 0
+        with httpx.Client(base_url=url, timeout=60) as client:
+            for i in range(args.expand_requests + 1):
+                body = {"seed_customer_ids": args.seeds[i % len(args.seeds)], "target_size": args.target_size}
+                t0 = time.perf_counter()
+                response = client.post("/expand", json=body)
+                elapsed = (time.perf_counter() - t0) * 1000
+                response.raise_for_status()
+                if i:  # the first one warms the memory map
+                    expand_ms.append(elapsed)
+                    returned = len(response.json()["customers"])
+        result.update(expand_p50=percentile(expand_ms, 50), expand_p99=percentile(expand_ms, 99),
+                      expand_n=len(expand_ms), expand_returned=returned, load3=load_average())
     return result
+
+
+def expand_seeds(bundle: Path, count: int, size: int) -> list[list[int]]:
+    """Coherent seed audiences: the ``size`` population members closest to a random member."""
+    from index_builder.population_embeddings import load_population
+
+    population = load_population(bundle)
+    if population is None:
+        return []
+    rng = np.random.default_rng(5)
+    seeds = []
+    for row in rng.choice(len(population.ids), size=count, replace=False):
+        sims = population.embeddings @ population.embeddings[row]
+        seeds.append(population.ids[np.argpartition(-sims, size)[:size]].tolist())
+    return seeds
 
 
 def main() -> int:
@@ -228,14 +270,21 @@ def main() -> int:
                         help="online reader engines to serve with, one server each: auto,redis,feast "
                              "(LOOKALIKE_ONLINE_READER; auto = direct Redis)")
     parser.add_argument("--no-breakdown", action="store_true", help="skip the in-process per-stage timings")
+    parser.add_argument("--population", type=int, default=2_000_000,
+                        help="population embeddings in the bundle for /expand (0: none, the service embeds)")
+    parser.add_argument("--expand-requests", type=int, default=20)
+    parser.add_argument("--seed-size", type=int, default=1_000)
+    parser.add_argument("--target-size", type=int, default=100_000)
     args = parser.parse_args()
 
     low, high = (int(x) for x in args.customer_ids.split("-"))
     ids = np.arange(low, high + 1)
     workdir = Path(tempfile.mkdtemp(prefix="bench-serving-"))
     started = time.perf_counter()
-    bundle = synthetic_bundle(workdir, args.anchors, args.tracking_uri, args.model_alias, args.index_type)
+    bundle = synthetic_bundle(workdir, args.anchors, args.tracking_uri, args.model_alias, args.index_type,
+                              args.population)
     print(f"synthetic bundle: {args.anchors:,} anchors in {time.perf_counter() - started:.1f}s ({load_average()})")
+    args.seeds = expand_seeds(bundle, 5, args.seed_size) if args.population else []
 
     from lookalike.materialize import MaterializeConfig
     from lookalike.materialize import run as materialize
@@ -274,6 +323,13 @@ def main() -> int:
         print(f"[reader={reader}] batched /assign: {args.clients} clients x {args.batch} ids, {r['errors']} errors")
         print(f"  {r['throughput']:,.0f} assignments/s   target >= {THROUGHPUT_TARGET:,.0f}   "
               f"ratio {r['throughput'] / THROUGHPUT_TARGET:.2f}x   ({r['load2']})")
+        print(f"[reader={reader}] start-up to ready (bentoml serve -> /readyz 200): {r['startup_s']:.1f} s   "
+              f"target <= {STARTUP_TARGET_S:.0f} s   ratio {r['startup_s'] / STARTUP_TARGET_S:.2f}x   ({r['load0']})")
+        if "expand_p99" in r:
+            print(f"[reader={reader}] /expand {args.seed_size:,}-customer seed, target_size={args.target_size:,}, "
+                  f"{args.population:,} population, {r['expand_n']} requests ({r['expand_returned']:,} returned)")
+            print(f"  p50 {r['expand_p50']:7.1f} ms   p99 {r['expand_p99']:7.1f} ms   target <= {EXPAND_P99_TARGET_MS:.0f} ms"
+                  f"   ratio {r['expand_p99'] / EXPAND_P99_TARGET_MS:.2f}x   ({r['load3']})")
     return 0
 
 
@@ -287,6 +343,7 @@ def serve_and_measure(reader: str, bundle: Path, connection: str, ids: np.ndarra
            "LOOKALIKE_INDEX_DIR": str(bundle), "BENTOML_DO_NOT_TRACK": "True"}
     env.pop("LOOKALIKE_API_TOKEN", None)
     log_path = workdir / f"server-{reader}.log"
+    started = time.perf_counter()
     with open(log_path, "wb") as log:
         server = subprocess.Popen(
             [str(Path(sys.executable).with_name("bentoml")), "serve", "serving.service:LookalikeService",
@@ -296,7 +353,8 @@ def serve_and_measure(reader: str, bundle: Path, connection: str, ids: np.ndarra
         try:
             url = f"http://127.0.0.1:{port}"
             _wait_ready(url, server, log_path)
-            return run_http_phases(url, ids, args)
+            startup = {"startup_s": time.perf_counter() - started, "load0": load_average()}
+            return {**run_http_phases(url, ids, args), **startup}
         finally:
             server.terminate()
             server.wait(timeout=30)
@@ -312,7 +370,7 @@ def _wait_ready(url: str, server: subprocess.Popen[bytes], log_path: Path) -> No
                 return
         except httpx.HTTPError:
             pass
-        time.sleep(1)
+        time.sleep(0.2)
     raise SystemExit("server not ready in 600 s")
 
 

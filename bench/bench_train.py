@@ -13,6 +13,7 @@ dominate the run time and is benchmarked by bench_features / bench_materialize. 
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -53,28 +54,50 @@ def throughput(config: TrainConfig, snapshot_dir: Path, steps: int = 60) -> floa
     optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
     objective = PairObjective(config.aux_weight)
 
-    def step() -> None:
+    phases = {"sample pairs": 0.0, "forward + loss": 0.0, "backward": 0.0, "optimizer step": 0.0}
+
+    def step(record: bool) -> None:
+        t0 = time.perf_counter()
         batch = sampler.sample()
         rows = torch.cat([batch.left, batch.right])
+        t1 = time.perf_counter()
         emb = model(dense[rows], index[rows])
         half = batch.left.shape[0]
         parts = objective(emb[:half], emb[half:], batch.target, model.segment_head(emb), labels[rows])
+        t2 = time.perf_counter()
         optimizer.zero_grad()
         parts.total.backward()
+        t3 = time.perf_counter()
         optimizer.step()
+        t4 = time.perf_counter()
+        if record:
+            for name, seconds in zip(phases, (t1 - t0, t2 - t1, t3 - t2, t4 - t3), strict=True):
+                phases[name] += seconds
 
     for _ in range(5):
-        step()
+        step(False)
     started = time.perf_counter()
     for _ in range(steps):
-        step()
-    return steps * config.sampling.batch_size / (time.perf_counter() - started)
+        step(True)
+    elapsed = time.perf_counter() - started
+    # Where a step's time goes, and the arithmetic floor: forward ~2*P FLOPs per row (P =
+    # tower weights), backward ~2x forward, 2 rows per pair.
+    weights = sum(p.numel() for p in model.tower.parameters() if p.dim() == 2)
+    flops_per_pair = 2 * 3 * 2 * weights
+    print(f"step profile over {steps} steps of {config.sampling.batch_size} pairs ({os.getloadavg()[0]:.2f} load):")
+    for name, seconds in phases.items():
+        print(f"  {name:<16} {1000 * seconds / steps:7.2f} ms/step  {100 * seconds / elapsed:5.1f}%")
+    achieved = flops_per_pair * steps * config.sampling.batch_size / elapsed / 1e9
+    print(f"  tower matmul FLOPs {flops_per_pair / 1e3:.0f} kFLOP/pair -> {achieved:.1f} GFLOP/s achieved; "
+          f"at 50 GFLOP/s (2 cores, fp32 small GEMMs) the floor is {50e9 / flops_per_pair:,.0f} pairs/s")
+    return steps * config.sampling.batch_size / elapsed
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--customers", type=int, default=100_000)
     parser.add_argument("--snapshot", type=Path, default=None)
+    parser.add_argument("--throughput-only", action="store_true", help="step throughput and profile, no full fit")
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-train-") as scratch:
@@ -89,6 +112,8 @@ def main() -> None:
         print(f"throughput: {pairs_per_s:,.0f} pairs/s (target {TARGET_PAIRS_PER_S:,}; "
               f"ratio {pairs_per_s / TARGET_PAIRS_PER_S:.2f}x) batch {config.sampling.batch_size}, "
               f"{config.threads} threads")
+        if args.throughput_only:
+            return
         started = time.perf_counter()
         result = fit(config)
         elapsed = time.perf_counter() - started
