@@ -248,7 +248,8 @@ def _entity_key_layout(version: int) -> tuple[bytes, bytes]:
 
 
 # One round trip for a whole list: Redis looks up the suppression field of every id
-# (8-byte little-endian ids concatenated in ARGV[1]) and answers one byte per id.
+# (8-byte little-endian ids concatenated in ARGV[1]) and answers one byte per id. Single
+# node and sentinel masters only (a script's keys must share a slot on a cluster).
 _SUPPRESSED_SCRIPT = """
 local ids, prefix, suffix, field, flag = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local out = {}
@@ -319,6 +320,11 @@ class _RedisEngine:
         out = np.zeros(len(ids), dtype=bool)
         packed = np.ascontiguousarray(ids, dtype="<i8")
         try:
+            if self.target.kind == "redis_cluster":  # keys span slots: a pipeline, split by node
+                with self.client.pipeline(transaction=False) as pipe:
+                    for customer_id in packed.tolist():
+                        pipe.hget(self.key(customer_id), field)
+                    return np.asarray([cell == _TRUE_CELL for cell in pipe.execute()], dtype=bool)
             script = self.client.register_script(_SUPPRESSED_SCRIPT)
             for start in range(0, len(ids), _SUPPRESSED_CHUNK):
                 chunk = packed[start:start + _SUPPRESSED_CHUNK]

@@ -104,6 +104,8 @@ def _fast_equals_feast_and_reads_back(repos: tuple[Path, Path], clients: list[re
     np.testing.assert_array_equal(found, expected_found)
     assert found.tolist() == [True] * SYNTHETIC_CUSTOMERS + [False]
     pd.testing.assert_frame_equal(direct.read_status(IDS), via_feast.read_status(IDS))
+    # /expand's request-time suppression check: a script per node-less store, a pipeline on a cluster
+    np.testing.assert_array_equal(direct.suppressed(IDS), via_feast.read_status(IDS)["suppressed"].to_numpy(bool))
     single, _ = direct.read([7])
     pd.testing.assert_frame_equal(single, expected.iloc[[6]].reset_index(drop=True))
 
