@@ -66,6 +66,14 @@ def test_unified_table_follows_the_contract(weekly_run, feature_store) -> None: 
     assert manifest["counts"]["suppressed_customers"] == len(suppressed - opt_in) > 0
     assert manifest["model_version"] == result.model_version
     assert (table["index_version"] == manifest["index_version"]).all()
+    # the bundle carries this week's population embeddings for /expand (suppressed never in it)
+    from index_builder.bundle import load_bundle
+    from index_builder.population_embeddings import load_population as load_population_embeddings
+
+    embedded = load_population_embeddings(result.index_dir)
+    assert embedded is not None and load_bundle(result.index_dir).manifest["population"]["customers"] == len(embedded.ids)
+    assert set(look_rows["customer_id"]) <= set(embedded.ids[~embedded.opt_in].tolist())
+    assert not set(embedded.ids.tolist()) & suppressed and set(embedded.ids[embedded.opt_in].tolist()) <= opt_in
 
 
 def test_report_has_expansion_quality_and_baselines(weekly_run) -> None:  # type: ignore[no-untyped-def]
