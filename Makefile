@@ -87,11 +87,13 @@ bench-weekly-spark: install ## weekly assignment, local engine vs --engine spark
 bench-serving: install redis ## /assign latency and throughput on loopback
 	$(BIN)/python bench/bench_serving.py
 
-# The lent GPU machine has no network: carry faiss in .whl/ (git-ignored, <= 64 MiB).
-gpu-wheels: ## download the faiss-cpu wheel for bench/gpu_check.sh (CPython 3.12, x86-64) into .whl/
+# The lent GPU machine has no network: carry faiss and pydantic (stage configs) in .whl/
+# (git-ignored, <= 64 MiB; about 35 MB). Versions from constraints.txt.
+GPU_WHEELS := faiss-cpu pydantic pydantic-core annotated-types typing-inspection typing-extensions
+gpu-wheels: ## download the wheels bench/gpu_check.sh needs (CPython 3.12, x86-64) into .whl/
 	$(PYTHON) -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
 	  --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
-	  -d .whl "faiss-cpu==1.15.*"
+	  -c constraints.txt -d .whl $(GPU_WHEELS)
 
 gpu-check: ## CPU vs GPU FAISS + weekly inference side by side (run on a CUDA machine; no venv needed)
 	bash bench/gpu_check.sh

@@ -2,9 +2,9 @@
 # CPU vs GPU figures in one run, on a lent CUDA machine with no network (bench/README.md,
 # "GPU check"). Run from the repository root:  bash bench/gpu_check.sh
 #
-# Needs python3 with torch (CUDA build), numpy, scipy, tqdm; faiss comes from wheels
-# carried in .whl/ (`make gpu-wheels` fetches them; git-ignored). Only the core of the
-# project is imported (no feast, mlflow, bentoml, redis). Degrades to CPU-only rows when
+# Needs python3 with torch (CUDA build), numpy, scipy, tqdm, pyyaml; faiss and pydantic
+# (stage configs) come from wheels carried in .whl/ (`make gpu-wheels` fetches them;
+# git-ignored). Only the core of the project is imported (no feast, mlflow, bentoml, redis). Degrades to CPU-only rows when
 # no GPU is visible. Output goes to the terminal and to $OUT/gpu_check.txt when $OUT is
 # set. Whole run stays under ~7 minutes (each bench has its own timeout).
 set -uo pipefail
@@ -18,8 +18,13 @@ if [ -n "${OUT:-}" ]; then mkdir -p "$OUT"; exec > >(tee "$OUT/gpu_check.txt") 2
 echo "== gpu_check $(date -u +%FT%TZ) on $(hostname), $(nproc) cores; $(cat /proc/loadavg)"
 command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 if compgen -G ".whl/*.whl" >/dev/null; then
-  echo "== installing carried wheels: $(ls .whl)"
-  $PY -m pip install -q --no-index --no-deps --target "$SITE" .whl/*.whl || echo "wheel install failed (continuing)"
+  echo "== installing carried wheels into $SITE"
+  for wheel in .whl/*.whl; do  # one at a time: a wheel for another Python is skipped, not fatal
+    $PY -m pip install -q --no-index --no-deps --target "$SITE" "$wheel" 2>/dev/null \
+      && echo "  installed $(basename "$wheel")" || echo "  skipped $(basename "$wheel") (not installable here)"
+  done
+else
+  echo "== no .whl/ folder: run 'make gpu-wheels' before carrying the repo here (faiss, pydantic)"
 fi
 export PYTHONPATH="$PWD:$SITE${PYTHONPATH:+:$PYTHONPATH}"
 export TQDM_DISABLE=1 PYTHONUNBUFFERED=1
@@ -27,7 +32,7 @@ export TQDM_DISABLE=1 PYTHONUNBUFFERED=1
 $PY - <<'PYEOF'
 import importlib, sys
 print("python", sys.version.split()[0])
-for name in ("numpy", "scipy", "torch", "faiss"):
+for name in ("numpy", "scipy", "torch", "faiss", "pydantic", "yaml"):
     try:
         module = importlib.import_module(name)
         print(f"  {name} {getattr(module, '__version__', '?')} from {module.__file__}")
