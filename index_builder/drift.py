@@ -34,14 +34,16 @@ import logging
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 import pandas as pd
+from pydantic import Field
 from scipy import stats
 from scipy.spatial.distance import jensenshannon
 
 from lookalike.artifacts import read_json, sha256_tree, utc_now, write_json, write_manifest
+from lookalike.config import NonNegativeFloat, NonNegativeInt, PositiveInt, stage_config
 from lookalike.errors import LookalikeError
 
 log = logging.getLogger(__name__)
@@ -59,40 +61,40 @@ class DriftBlocked(LookalikeError):
     """The weekly run's drift verdict is FAIL and no override was given."""
 
 
-@dataclass
+@stage_config
 class DriftThresholds:
     # PSI rule of thumb: < 0.1 stable, 0.1-0.25 moderate shift, > 0.25 major shift
-    feature_psi_warn: float = 0.1
-    feature_psi_fail: float = 0.25
+    feature_psi_warn: NonNegativeFloat = 0.1
+    feature_psi_fail: NonNegativeFloat = 0.25
     # absolute increase in a feature's share of nulls
-    null_share_warn: float = 0.05
-    null_share_fail: float = 0.2
+    null_share_warn: NonNegativeFloat = 0.05
+    null_share_fail: NonNegativeFloat = 0.2
     # PSI of the nearest-anchor cosine distribution (customers drifting away from the anchors)
-    nearest_anchor_psi_warn: float = 0.1
-    nearest_anchor_psi_fail: float = 0.25
+    nearest_anchor_psi_warn: NonNegativeFloat = 0.1
+    nearest_anchor_psi_fail: NonNegativeFloat = 0.25
     # L2 distance between the mean embeddings (embeddings are unit vectors)
-    mean_shift_warn: float = 0.1
-    mean_shift_fail: float = 0.25
+    mean_shift_warn: NonNegativeFloat = 0.1
+    mean_shift_fail: NonNegativeFloat = 0.25
     # factor by which a segment's opt-in or lookalike volume grew or shrank. Volumes also move
     # with new labels and recalibrated thresholds (on a 2,000-customer base a clean week moved
     # one segment's lookalike volume 51 -> 4), so by default they warn and never block.
-    volume_ratio_warn: float = 1.5
-    volume_ratio_fail: float | None = None
+    volume_ratio_warn: Annotated[float, Field(ge=1)] = 1.5
+    volume_ratio_fail: Annotated[float, Field(ge=1)] | None = None
     # segments below this volume in both runs are reported, never flagged
-    min_volume: int = 30
+    min_volume: NonNegativeInt = 30
 
 
-@dataclass
+@stage_config
 class DriftConfig:
     enabled: bool = True
     # customers eligible for lookalike segments sampled for feature and embedding profiles
-    sample_size: int = 10_000
+    sample_size: PositiveInt = 10_000
     seed: int = 0
-    bins: int = 10
-    top_categories: int = 30
-    min_category_count: int = 10
+    bins: Annotated[int, Field(ge=2)] = 10
+    top_categories: PositiveInt = 30
+    min_category_count: NonNegativeInt = 10
     # a flag also needs the change to exceed sampling noise at this significance level
-    significance: float = 0.001
+    significance: Annotated[float, Field(gt=0, lt=1)] = 0.001
     # publish even when the verdict is FAIL (recorded in the manifests)
     accept_fail: bool = False
     thresholds: DriftThresholds = field(default_factory=DriftThresholds)

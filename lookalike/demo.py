@@ -2,7 +2,7 @@
 
 generate data -> Spark feature tables -> ``feast apply`` -> governance review ->
 materialize (SQLite online store) -> point-in-time snapshot -> train + register in MLflow ->
-weekly job (embed, index, assign, evaluate). Each step is the same stage function the CLI
+weekly job (embed, index, assign, evaluate, drift) -> fairness audit + system review. Each step is the same stage function the CLI
 and tests call; this module only wires their artifacts together.
 """
 
@@ -107,6 +107,17 @@ def run(config: DemoConfig) -> DemoResult:
     with _step(f"weekly job for {config.run_date}: embed, index, assign, evaluate", timings):
         weekly = weekly_run(WeeklyConfig(repo=config.repo, date=config.run_date, workspace=config.artifacts_dir,
                                          model=ModelRef(tracking_uri=config.tracking_uri)))
+    with _step("fairness and proxy audit; system governance review", timings):
+        # Findings are shown, not fatal: the demo exists to let reviewers read them.
+        from lookalike.fairness_audit import AuditConfig
+        from lookalike.fairness_audit import run as audit_run
+        from lookalike.system_review import SystemReviewConfig
+        from lookalike.system_review import run as system_review_run
+
+        audit, _ = audit_run(AuditConfig(repo=config.repo, workspace=config.artifacts_dir))
+        system = system_review_run(SystemReviewConfig(repo=config.repo, workspace=config.artifacts_dir,
+                                                      tracking_uri=config.tracking_uri, out=governance_dir))
+        print(f"    audit {audit.verdict} ({len(audit.problems)} finding(s)); system review {system.verdict}")
 
     result = DemoResult(
         segment_table=weekly.segments_dir / "segments.parquet",
@@ -126,6 +137,7 @@ def _print_summary(config: DemoConfig, result: DemoResult) -> None:
     if result.report is not None:
         print(f"  evaluation report     : {result.report}")
     print(f"  governance review     : {result.governance / 'governance_review.md'}")
+    print(f"  system review         : {result.governance / 'system_review.md'} (drift, audit, suppression)")
     print(f"  model                 : lookalike-two-tower v{result.model_version} (alias champion)")
     print(f"  MLflow UI             : .venv/bin/mlflow ui --backend-store-uri {config.tracking_uri}  "
           "(then open http://127.0.0.1:5000)")

@@ -28,13 +28,14 @@ from pathlib import Path
 from typing import Any
 
 from lookalike.artifacts import atomic_write_text, read_json, utc_now, write_json
+from lookalike.config import stage_config
 from lookalike.contract import LEGAL_BASIS_TAG
 from lookalike.settings import CHAMPION_ALIAS, DEFAULT_TRACKING_URI, REGISTERED_MODEL_NAME
 
 log = logging.getLogger(__name__)
 
 
-@dataclass
+@stage_config
 class SystemReviewConfig:
     repo: Path = Path("feature_repo")
     workspace: Path = Path("artifacts")
