@@ -1,7 +1,8 @@
 """Web navigation (SENSITIVE: consent only, opt-in customers only).
 
-Never a model input, never materialized online: it exists in the registry so that its
-legal basis is reviewable and so that label analysis on opt-in customers is traceable.
+Never a model input, never materialized online. Tagged ``lookalike_role: privileged``: its
+single permitted use is training the teacher tower (training/distill.py), read only through
+``lookalike.privileged`` and only for customers with valid consent at the label date.
 """
 
 from entities import customer
@@ -27,5 +28,5 @@ web_navigation = FeatureView(
     online=False,
     owner=OWNER_PRIVACY,
     description="Browsing behaviour. Sensitive: usable only with explicit consent (opt-in).",
-    tags={"legal_basis": "consent", "domain": "navigation", "pii": "yes"},
+    tags={"legal_basis": "consent", "domain": "navigation", "pii": "yes", "lookalike_role": "privileged"},
 )

@@ -49,7 +49,9 @@ def _retrain(config: WeeklyConfig, staging: Path, run_date: str) -> str:
         f"repo={config.repo}", f"label_date={run_date}", f"out={staging / 'snapshots'}"]))
     from lookalike.mlflow_store import default_artifact_location
 
-    overrides = [f"tracking.tracking_uri={config.model.tracking_uri}", f"tracking.model_name={config.model.name}"]
+    # repo: the trainer re-runs the privacy guard on it and, with distill.enabled, reads its privileged view
+    overrides = [f"tracking.tracking_uri={config.model.tracking_uri}", f"tracking.model_name={config.model.name}",
+                 f"repo={config.repo}"]
     location = default_artifact_location(config.model.tracking_uri)
     if location:
         overrides.append(f"tracking.artifact_location={location}")

@@ -6,7 +6,10 @@ service (tag ``lookalike_role=model_input``) passes the privacy guard (the same 
 :func:`lookalike.contract.load_contract`: legal basis, PII, sensitive domains, the repo's deny
 list, on-demand/derived views, and the recorded fingerprint of its published version) and
 every field of those views has a valid ``encoding`` tag. ``lookalike governance record``
-publishes the fingerprints (``contract_fingerprints.json``). Writes ``governance_review.md``
+publishes the fingerprints (``contract_fingerprints.json``). The privileged view (tag
+``lookalike_role=privileged``, the teacher's consented inputs) is listed with its legal basis
+and its single permitted use, and must pass :func:`lookalike.privileged.check_privileged_view`.
+Writes ``governance_review.md``
 and ``governance_review.json`` atomically; the CLI exits non-zero on FAIL.
 """
 
@@ -35,6 +38,7 @@ from lookalike.contract_fingerprint import record as record_fingerprint
 from lookalike.errors import PrivacyViolationError
 from lookalike.feast_utils import open_store
 from lookalike.privacy_policy import load_policy
+from lookalike.privileged import PERMITTED_USE, PRIVILEGED_ROLE, check_privileged_view
 
 GOVERNANCE_TAGS = (LEGAL_BASIS_TAG, "domain", "pii")
 
@@ -60,6 +64,8 @@ class ViewReview:
     missing_governance: list[str]
     fields_without_description: list[str]
     fields_without_encoding: list[str]
+    # what the view may be used for when that is narrower than its services say (privileged view)
+    permitted_use: str = ""
 
 
 @dataclass
@@ -112,6 +118,7 @@ def _review_view(view: Any, services: list[str]) -> ViewReview:
         fields_without_description=[f.name for f in view.features if not f.description],
         fields_without_encoding=[f.name for f in view.features
                                  if (f.tags or {}).get(ENCODING_TAG) not in ENCODINGS],
+        permitted_use=PERMITTED_USE if tags.get(ROLE_TAG) == PRIVILEGED_ROLE else "",
     )
 
 
@@ -131,6 +138,10 @@ def review(store: Any, repo: str = "") -> GovernanceReport:
             problems.append(f"view {item.name}: missing governance metadata {item.missing_governance}")
         if item.fields_without_description:
             problems.append(f"view {item.name}: fields without description {item.fields_without_description}")
+        if item.role == PRIVILEGED_ROLE:
+            view = views[item.name]
+            problems += check_privileged_view(item.name, dict(view.tags or {}), bool(view.online),
+                                              [(f.name, dict(f.tags or {})) for f in view.features])
 
     service_reviews = []
     for service in sorted(services, key=lambda s: s.name):
@@ -206,6 +217,11 @@ def to_markdown(report: GovernanceReport) -> str:
     for v in report.views:
         lines.append(f"| `{v.name}` | {v.legal_basis} | {v.owner} | {v.pii} | {v.domain} | {v.role or '-'} | "
                      f"{'yes' if v.online else 'no'} | {v.field_count} | {', '.join(v.services) or '-'} |")
+    privileged = [v for v in report.views if v.permitted_use]
+    if privileged:
+        lines += ["", "## Privileged views (teacher inputs)", "", "| view | legal basis | permitted use |",
+                  "|---|---|---|"]
+        lines += [f"| `{v.name}` | {v.legal_basis} | {v.permitted_use} |" for v in privileged]
     lines += ["", "## Feature services", "", "| service | version | role | views | fingerprint | verdict |",
               "|---|---|---|---|---|---|"]
     for s in report.services:
@@ -224,6 +240,9 @@ def _print_table(report: GovernanceReport) -> None:
     for v in report.views:
         print(f"{v.name:22s} {v.legal_basis:20s} {v.pii:4s} {v.domain:12s} {v.field_count:6d}  "
               f"{', '.join(v.services) or '-'}")
+    for v in report.views:
+        if v.permitted_use:
+            print(f"privileged view {v.name} ({v.legal_basis}): {v.permitted_use}")
     for s in report.services:
         print(f"service {s.name} (v{s.version or '?'}, role={s.role or '-'}"
               f"{', fingerprint ' + s.fingerprint if s.fingerprint else ''}): {s.verdict}")

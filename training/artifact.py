@@ -25,7 +25,7 @@ import torch
 from mlflow.pyfunc import PythonModel
 
 from lookalike.contract import FeatureContract
-from lookalike.errors import ArtifactError
+from lookalike.errors import ArtifactError, PrivacyViolationError
 from lookalike.settings import CHAMPION_ALIAS, REGISTERED_MODEL_NAME
 from training.config import ModelConfig
 from training.model import Tower, embed_arrays
@@ -35,6 +35,9 @@ __all__ = ["LookalikeEncoder", "ModelInfo", "embed_arrays", "load_registered_enc
 
 CHECKPOINT_NAME = "checkpoint.pt"
 CHECKPOINT_FORMAT = 1
+# Payload key marking a teacher checkpoint (privileged inputs, training/distill.py): the loader
+# every downstream stage uses refuses it, so a teacher can never be indexed or served.
+TEACHER_ROLE_KEY = "teacher_of"
 SPLITS = np.array(["train", "validation", "test"])
 
 
@@ -116,6 +119,15 @@ class LookalikeEncoder:
         if not path.is_file():
             raise ArtifactError(f"model checkpoint not found: {path}")
         payload = torch.load(path, map_location="cpu", weights_only=True)
+        if TEACHER_ROLE_KEY in payload:
+            raise PrivacyViolationError(
+                f"{path} is a teacher checkpoint (trained on the privileged view for run "
+                f"{payload[TEACHER_ROLE_KEY]}); it cannot embed, index or serve customers"
+            )
+        return cls.from_payload(payload, path)
+
+    @classmethod
+    def from_payload(cls, payload: dict[str, Any], path: str | Path = "<payload>") -> LookalikeEncoder:
         if payload.get("format") != CHECKPOINT_FORMAT:
             raise ArtifactError(f"{path}: unsupported checkpoint format {payload.get('format')!r}")
         metadata = json.loads(payload["metadata_json"])

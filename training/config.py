@@ -72,6 +72,28 @@ class SplitConfig:
     test_fraction: Annotated[float, Field(gt=0, lt=1)] = 0.15
 
 
+DistillMode = Literal["similarity", "regression"]
+DISTILL_MODES: tuple[str, ...] = get_args(DistillMode)
+
+
+@stage_config
+class DistillConfig:
+    """Teacher-student training (training/distill.py): a teacher tower also sees the repo's
+    privileged view (consented features, opt-in customers only) and guides the student, which
+    sees legitimate-interest features only and is the one model registered."""
+
+    # Needs `repo` (the privileged view is read from the Feast repo); a repo without a
+    # privileged view trains the plain student.
+    enabled: bool = False
+    # Teacher terms to try: "similarity" blends the pair target with the teacher's cosine on the
+    # same pairs; "regression" pulls each student embedding toward the teacher's.
+    modes: list[DistillMode] = field(default_factory=lambda: ["similarity", "regression"])
+    # Candidate weights of the teacher term. Every (mode, weight) student and the plain student
+    # (weight 0) are trained; the best validation kNN micro-F1 is kept, so the weight is chosen
+    # out of sample and distillation is dropped when it does not help on the data given.
+    weights: list[Annotated[float, Field(gt=0, le=1)]] = field(default_factory=lambda: [0.3, 0.7])
+
+
 @stage_config
 class TrackingConfig:
     # $MLFLOW_TRACKING_URI when set, else sqlite:///mlflow.db (lookalike/mlflow_store.py).
@@ -115,6 +137,7 @@ class TrainConfig:
     segment_weighting: SegmentWeightingConfig = field(default_factory=SegmentWeightingConfig)
     split: SplitConfig = field(default_factory=SplitConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
 
     def __post_init__(self) -> None:
         fractions = self.split.validation_fraction + self.split.test_fraction

@@ -23,11 +23,12 @@ from lookalike.settings import CANDIDATE_ALIAS, CHAMPION_ALIAS
 from training.artifact import CHECKPOINT_NAME, EncoderPyfunc, load_registered_encoder
 from training.config import TrainConfig
 from training.data import SEGMENTS_COLUMN, Snapshot
+from training.distill import fit_for_run, log_distillation
 from training.evaluation import embedding_pair_metrics
 from training.model_card import CardFacts, input_example, model_card, model_signature, version_description
 from training.sampling import n_bins
 from training.spectrogram import plot_spectrogram
-from training.train import EpochRecord, FitResult, TrainResult, fit, load_checked_snapshot
+from training.train import EpochRecord, FitResult, TrainResult, load_checked_snapshot
 
 log = logging.getLogger(__name__)
 PIP_REQUIREMENTS = ["torch", "numpy", "pandas", "pyarrow", "mlflow", "lookalike"]
@@ -121,7 +122,9 @@ def track_training(config: TrainConfig) -> TrainResult:
         def on_epoch(record: EpochRecord) -> None:
             mlflow.log_metrics(_finite(record.metrics()), step=record.epoch)
 
-        result = fit(config, on_epoch=on_epoch, snapshot=snapshot)
+        result, distilled = fit_for_run(config, snapshot, on_epoch)
+        if distilled is not None:  # the teacher stays a run artifact: never registered, never served
+            log_distillation(distilled, scratch, run_id)
         contract = snapshot.contract
         tags = {
             "feature_service": contract.service_name,

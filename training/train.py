@@ -26,7 +26,7 @@ from training.artifact import LookalikeEncoder, embed_arrays, split_of
 from training.config import TrainConfig
 from training.data import Snapshot, guard_against_repo, load_snapshot
 from training.evaluation import KnnF1, PairMetrics, embedding_pair_metrics, knn_micro_f1, pair_metrics
-from training.loss import PairObjective
+from training.loss import LossParts, PairObjective
 from training.model import TwoTowerModel
 from training.preprocessing import Preprocessor
 from training.sampling import (
@@ -121,8 +121,14 @@ def load_checked_snapshot(config: TrainConfig) -> Snapshot:
     return snapshot
 
 
+# (pair batch, left embeddings, right embeddings, loss parts) -> the loss to minimise instead of
+# parts.total; the teacher's guidance of a distilled student (training/distill.py).
+PairLoss = Callable[[PairBatch, torch.Tensor, torch.Tensor, LossParts], torch.Tensor]
+
+
 def fit(
-    config: TrainConfig, on_epoch: Callable[[EpochRecord], None] | None = None, snapshot: Snapshot | None = None
+    config: TrainConfig, on_epoch: Callable[[EpochRecord], None] | None = None, snapshot: Snapshot | None = None,
+    pair_loss: PairLoss | None = None,
 ) -> FitResult:
     """Train on ``config.snapshot``; deterministic for a given seed and thread count."""
     import time
@@ -196,8 +202,9 @@ def fit(
             half = batch.left.shape[0]
             logits = model.segment_head(embeddings) if config.aux_weight > 0 else None
             parts = objective(embeddings[:half], embeddings[half:], batch.target, logits, train_labels[rows])
+            loss = parts.total if pair_loss is None else pair_loss(batch, embeddings[:half], embeddings[half:], parts)
             optimizer.zero_grad(set_to_none=True)
-            parts.total.backward()
+            loss.backward()
             optimizer.step()
             sim_total += parts.similarity.item()
             aux_total += parts.auxiliary.item()

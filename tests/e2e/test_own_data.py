@@ -1,5 +1,7 @@
 """The whole pipeline on a second, hand-written Feast repo (tests/data/own_repo/):
-snapshot -> train (tiny) -> index -> assign -> report, through `lookalike weekly --retrain`."""
+snapshot -> train (tiny) -> index -> assign -> report, through `lookalike weekly --retrain`,
+with distillation on: once with the repo's privileged view (a teacher is trained and logged,
+the student registered) and once with that view removed (the plain model, as before)."""
 
 from __future__ import annotations
 
@@ -42,6 +44,7 @@ def write_gym_data(out: Path, seed: int = 3) -> None:
     family = (kind == 4) | (rng.random(MEMBERS) < 0.1)
     supplements = np.clip(0.5 * (kind == 1) + rng.beta(1, 4, MEMBERS), 0, 1)
     noise = rng.random(MEMBERS) < 0.3
+    reading_rng = np.random.default_rng(seed + 1)  # its own stream: the other tables stay as they were
     for day in DATES:
         ts = {"customer_id": pa.array(ids), "event_timestamp": _stamp(day), "created_timestamp": _stamp(day)}
         shares = np.clip(base[:, :3] * 0.6 + rng.dirichlet([1, 1, 1], MEMBERS) * 0.4, 0, 1)
@@ -86,6 +89,15 @@ def write_gym_data(out: Path, seed: int = 3) -> None:
             pq.write_table(pa.table({**ts, **{k: pa.array(v) if not isinstance(v, pa.Array) else v
                                                 for k, v in columns.items()}}), directory / f"{day}.parquet")
         keep = np.flatnonzero(opt_in)
+        # privileged (consented) reading behaviour: reveals the segment no legit feature explains
+        directory = out / "app_reading"
+        directory.mkdir(parents=True, exist_ok=True)
+        pq.write_table(pa.table({
+            "customer_id": pa.array(ids[keep]), "event_timestamp": _stamp(day).take(pa.array(keep)),
+            "created_timestamp": _stamp(day).take(pa.array(keep)),
+            "articles_read_30d": reading_rng.poisson(1 + 9 * noise[keep]).astype(float),
+            "share_nutrition_articles_30d": np.clip(0.4 * supplements[keep] + reading_rng.beta(1, 4, len(keep)), 0, 1),
+        }), directory / f"{day}.parquet")
         directory = out / "member_interests"
         directory.mkdir(parents=True, exist_ok=True)
         pq.write_table(pa.table({
@@ -95,17 +107,23 @@ def write_gym_data(out: Path, seed: int = 3) -> None:
         }), directory / f"{day}.parquet")
 
 
-def test_whole_pipeline_on_a_different_repo(tmp_path: Path) -> None:
+@pytest.mark.parametrize("privileged_view", [True, False], ids=["with_privileged_view", "without"])
+def test_whole_pipeline_on_a_different_repo(tmp_path: Path, privileged_view: bool) -> None:
+    from mlflow import MlflowClient
+
     from index_builder.config import WeeklyConfig
     from index_builder.weekly import run
     from lookalike.config import load_config
     from lookalike.feast_utils import feast_apply
     from tests.fixtures.model import SMOKE_OVERRIDES
+    from training.artifact import load_registered_encoder
 
     data = tmp_path / "features"
     write_gym_data(data)
     repo = tmp_path / "own_repo"
     shutil.copytree(OWN_REPO, repo)
+    if not privileged_view:
+        (repo / "app_reading.py").unlink()
     feast_apply(repo, data_dir=data)
     workspace = tmp_path / "artifacts"
     tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
@@ -115,9 +133,20 @@ def test_whole_pipeline_on_a_different_repo(tmp_path: Path) -> None:
         "model.name=gym-two-tower", "assignment.k=8",
     ])
     config.training_overrides = [*SMOKE_OVERRIDES, "tracking.promote=always", "min_customers=50",
-                                 "tracking.experiment=gym"]
+                                 "tracking.experiment=gym", "distill.enabled=true", "distill.modes=[similarity]",
+                                 "distill.weights=[0.5]"]
     result = run(config)
     assert result.retrained and result.model_version == "1"
+    client = MlflowClient(tracking)
+    assert [v.version for v in client.search_model_versions("name='gym-two-tower'")] == ["1"]
+    student, info = load_registered_encoder(tracking, "gym-two-tower", "1")
+    assert not any(c.startswith("app_reading") for c in student.contract.columns)
+    tags = client.get_run(info.run_id).data.tags
+    if privileged_view:
+        assert tags["teacher_inputs"] == "gym_lookalike_v1+app_reading" and tags["teacher_servable"] == "false"
+        assert student.metadata["distillation"]["chosen"] in {"none", "similarity@0.5"}
+    else:
+        assert "teacher_inputs" not in tags and "distillation" not in student.metadata
 
     table = pq.read_table(result.segments_dir / "segments.parquet").to_pandas()
     assert set(table["segment"]) <= {*SIGNAL_SEGMENTS, NOISE_SEGMENT}

@@ -1,0 +1,137 @@
+"""Teacher-student benchmark: does a teacher that saw the privileged view make a better student?
+
+For each seed (model init and train/validation/test split), on a real snapshot of an applied
+repo with a privileged view: trains the teacher, the plain student and every configured
+teacher-guided student (``training.distill.fit_distilled``), then scores each on the test
+split exactly as the weekly report scores the two-tower model: exact cosine kNN vote of the
+k nearest opt-in anchors (self excluded), per-segment thresholds calibrated on the
+validation split, micro/macro-F1 on the test split. Segments of kind ``navigation`` in the
+catalog (unrecoverable from legitimate-interest data by construction) are reported apart.
+
+Rows: the plain student; the teacher-guided student the validation split picks among the
+distilled candidates; what the pipeline would register (plain included as a candidate);
+every candidate; the teacher (upper bound: it reads privileged inputs, cannot be served).
+
+    PYTHONPATH=. .venv/bin/python bench/bench_distill.py --repo R --snapshot S [--seeds 1,2,3] [key=value ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+
+from index_builder.aggregation import calibrate_thresholds, decide
+from index_builder.baselines import knn_scores
+from index_builder.config import AssignmentParams
+from index_builder.evaluate import segment_kinds
+from index_builder.metrics import segment_metrics
+from lookalike.config import load_config
+from training.config import TrainConfig
+from training.data import load_snapshot
+from training.distill import PLAIN, fit_distilled, read_teacher_inputs
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def knn_test_f1(embeddings: np.ndarray, labels: np.ndarray, split: np.ndarray, columns: np.ndarray,
+                params: AssignmentParams) -> dict[str, float]:
+    """Test micro/macro-F1 over ``columns`` of the kNN vote, thresholds from validation."""
+    anchors = sp.csr_matrix(labels)
+    rows = {name: np.flatnonzero(split == name) for name in ("validation", "test")}
+    scores = {name: knn_scores(embeddings, anchors, embeddings[r], r, params.k, params.aggregation)
+              for name, r in rows.items()}
+    calibration = calibrate_thresholds(scores["validation"], labels[rows["validation"]], params.threshold_mode,
+                                       params.fixed_threshold, params.threshold_floor, params.min_positives)
+    decisions = decide(scores["test"], calibration.thresholds)
+    truth = labels[rows["test"]]
+    prevalence = labels[split == "train"].mean(axis=0)
+    metrics = segment_metrics(truth[:, columns], decisions[:, columns], [str(c) for c in columns],
+                              prevalence[columns])
+    return {"micro_f1": metrics.micro_f1, "macro_f1": metrics.macro_f1}
+
+
+def run_seed(config: TrainConfig, repo: Path, kinds: dict[str, str], params: AssignmentParams) -> dict[str, Any]:
+    snapshot = load_snapshot(config.snapshot or "", config.min_customers)
+    inputs = read_teacher_inputs(repo, snapshot)
+    if inputs is None:
+        raise SystemExit(f"{repo} has no view tagged lookalike_role=privileged")
+    started = time.perf_counter()
+    result = fit_distilled(config, snapshot, inputs)
+    train_s = time.perf_counter() - started
+    labels = snapshot.label_matrix()
+    split = result.student.encoder.split_of(snapshot.customer_ids)
+    navigation = np.array([kinds.get(s) == "navigation" for s in snapshot.vocabulary])
+    groups = {"non_navigation": np.flatnonzero(~navigation), "navigation": np.flatnonzero(navigation)}
+
+    def score(embeddings: np.ndarray) -> dict[str, float]:
+        out = {}
+        for group, columns in groups.items():
+            if len(columns):
+                out.update({f"{group}.{k}": v for k, v in
+                            knn_test_f1(embeddings, labels, split, columns, params).items()})
+        return out
+
+    distilled = [c for c in result.candidates if c.key != PLAIN]
+    best_distilled = max(distilled, key=lambda c: c.val_knn_micro_f1)
+    rows: dict[str, Any] = {}
+    for candidate in result.candidates:
+        rows[f"candidate {candidate.key}"] = {
+            "val_knn_micro_f1": candidate.val_knn_micro_f1,
+            **score(result.fits[candidate.key].encoder.embed(snapshot.frame))}
+    rows["student alone"] = rows[f"candidate {PLAIN}"]
+    rows["student with teacher"] = {**rows[f"candidate {best_distilled.key}"], "chosen": best_distilled.key}
+    rows["pipeline choice"] = {**rows[f"candidate {result.chosen.key}"], "chosen": result.chosen.key}
+    rows["teacher (upper bound, not servable)"] = {
+        "val_knn_micro_f1": result.teacher.best_knn.best,
+        **score(result.teacher.encoder.embed(result.teacher_snapshot.frame))}
+    return {"seed": config.seed, "train_s": round(train_s, 1), "customers": len(snapshot.frame),
+            "split": {k: int((split == k).sum()) for k in ("train", "validation", "test")}, "rows": rows}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repo", type=Path, required=True, help="applied Feast repo with a privileged view")
+    parser.add_argument("--snapshot", type=Path, required=True)
+    parser.add_argument("--catalog", type=Path, default=None, help="segment_catalog.parquet (segment kinds)")
+    parser.add_argument("--seeds", default="1,2,3", help="comma-separated seeds")
+    parser.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
+    parser.add_argument("overrides", nargs="*", help="training key=value overrides")
+    args = parser.parse_args()
+    catalog = args.catalog or args.repo.parent / "data" / "raw" / "segment_catalog.parquet"
+    kinds = segment_kinds(catalog)
+    params = AssignmentParams()
+    load_before = os.getloadavg()
+    results = []
+    for seed in [int(s) for s in args.seeds.split(",")]:
+        config = load_config(TrainConfig, ROOT / "configs" / "training.yaml", [
+            f"snapshot={args.snapshot}", f"seed={seed}", f"split.seed={seed}", "progress=false",
+            *args.overrides])
+        results.append(run_seed(config, args.repo, kinds, params))
+        print(json.dumps(results[-1], indent=1), flush=True)
+    load_after = os.getloadavg()
+    names = list(results[0]["rows"])
+    metrics = ["non_navigation.micro_f1", "non_navigation.macro_f1", "navigation.micro_f1"]
+    print(f"\nload average before {load_before[0]:.1f}, after {load_after[0]:.1f} (1-min); seeds {args.seeds}; "
+          f"{results[0]['customers']} opt-in customers, overrides {args.overrides}")
+    print(f"| method | {' | '.join(metrics)} | val kNN micro-F1 |")
+    print("|---|" + "---|" * (len(metrics) + 1))
+    for name in names:
+        cells = []
+        for metric in [*metrics, "val_knn_micro_f1"]:
+            values = np.array([r["rows"][name].get(metric, np.nan) for r in results], dtype=float)
+            cells.append(f"{values.mean():.3f} ± {values.std():.3f}")
+        print(f"| {name} | {' | '.join(cells)} |")
+    if args.out:
+        args.out.write_text(json.dumps({"load_before": load_before, "load_after": load_after,
+                                        "overrides": args.overrides, "seeds": results}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
