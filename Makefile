@@ -14,7 +14,7 @@ TORCH_SOURCE ?= --extra-index-url $(TORCH_INDEX) --index-strategy unsafe-best-ma
 .DEFAULT_GOAL := help
 .PHONY: help install redis demo test test-unit test-integration test-e2e lint typecheck fmt clean \
         bench-features bench-materialize bench-train bench-faiss bench-weekly bench-weekly-spark bench-serving \
-        bento-lock bento gpu-wheels gpu-check
+        bench-distill bento-lock bento gpu-wheels gpu-check
 
 help: ## list targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS=":.*?## "}; {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}'
@@ -97,6 +97,10 @@ gpu-wheels: ## download the wheels bench/gpu_check.sh needs (CPython 3.12, x86-6
 
 gpu-check: ## CPU vs GPU FAISS + weekly inference side by side (run on a CUDA machine; no venv needed)
 	bash bench/gpu_check.sh
+
+bench-distill: install ## teacher-student vs plain student, test F1, 20k demo base, 3 seeds
+	$(BIN)/python bench/bench_distill.py --customers 20000 epochs=4 sampling.pairs_per_epoch=30000 \
+		sampling.natural_pairs=100000 knn_max_queries=2000 threads=1
 
 clean: ## remove generated data and artifacts (keeps the virtualenv)
 	rm -rf data artifacts mlruns mlartifacts mlflow.db feature_repo/data

@@ -12,13 +12,17 @@ Rows: the plain student; the teacher-guided student the validation split picks a
 distilled candidates; what the pipeline would register (plain included as a candidate);
 every candidate; the teacher (upper bound: it reads privileged inputs, cannot be served).
 
-    PYTHONPATH=. .venv/bin/python bench/bench_distill.py --repo R --snapshot S [--seeds 1,2,3] [key=value ...]
+    .venv/bin/python bench/bench_distill.py [--customers 20000 | --repo R --snapshot S] [--seeds 1,2,3] [key=value ...]
+
+Without ``--repo``/``--snapshot`` it first builds a demo base of ``--customers`` in a temporary
+directory (datagen -> Spark feature tables -> ``feast apply`` -> snapshot at 2026-11-15).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import time
 from pathlib import Path
@@ -95,15 +99,44 @@ def run_seed(config: TrainConfig, repo: Path, kinds: dict[str, str], params: Ass
             "split": {k: int((split == k).sum()) for k in ("train", "validation", "test")}, "rows": rows}
 
 
+def build_base(customers: int, root: Path) -> tuple[Path, Path]:
+    """A demo base as ``make demo`` builds it: (applied repo, snapshot directory)."""
+    import shutil
+
+    from lookalike.datagen import DatagenConfig
+    from lookalike.datagen import run as datagen_run
+    from lookalike.feast_utils import feast_apply
+    from lookalike.snapshot import SnapshotConfig
+    from lookalike.snapshot import run as snapshot_run
+    from spark_jobs.runner import FeaturesConfig
+    from spark_jobs.runner import run as features_run
+
+    datagen_run(DatagenConfig(customers=customers, seed=42, end_date="2026-11-22", out_dir=root / "data" / "raw"))
+    features_run(FeaturesConfig(raw_dir=root / "data" / "raw", out_dir=root / "data" / "features",
+                                start_date="2026-11-01", end_date="2026-11-22"))
+    repo = root / "feature_repo"
+    shutil.copytree(ROOT / "feature_repo", repo, ignore=shutil.ignore_patterns("data", "*.db", "__pycache__"))
+    feast_apply(repo, data_dir=root / "data" / "features")
+    return repo, snapshot_run(SnapshotConfig(repo=repo, label_date="2026-11-15", out=root / "snapshots"))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repo", type=Path, required=True, help="applied Feast repo with a privileged view")
-    parser.add_argument("--snapshot", type=Path, required=True)
+    parser.add_argument("--repo", type=Path, default=None, help="applied Feast repo with a privileged view")
+    parser.add_argument("--snapshot", type=Path, default=None)
+    parser.add_argument("--customers", type=int, default=20_000, help="demo base size when no --repo is given")
     parser.add_argument("--catalog", type=Path, default=None, help="segment_catalog.parquet (segment kinds)")
     parser.add_argument("--seeds", default="1,2,3", help="comma-separated seeds")
     parser.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
     parser.add_argument("overrides", nargs="*", help="training key=value overrides")
     args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    for noisy in ("mlflow", "feast", "urllib3", "py4j"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    if args.repo is None or args.snapshot is None:
+        import tempfile
+
+        args.repo, args.snapshot = build_base(args.customers, Path(tempfile.mkdtemp(prefix="bench-distill-")))
     catalog = args.catalog or args.repo.parent / "data" / "raw" / "segment_catalog.parquet"
     kinds = segment_kinds(catalog)
     params = AssignmentParams()

@@ -138,7 +138,7 @@ def test_whole_pipeline_on_a_different_repo(tmp_path: Path, privileged_view: boo
     result = run(config)
     assert result.retrained and result.model_version == "1"
     client = MlflowClient(tracking)
-    assert [v.version for v in client.search_model_versions("name='gym-two-tower'")] == ["1"]
+    assert [str(v.version) for v in client.search_model_versions("name='gym-two-tower'")] == ["1"]
     student, info = load_registered_encoder(tracking, "gym-two-tower", "1")
     assert not any(c.startswith("app_reading") for c in student.contract.columns)
     tags = client.get_run(info.run_id).data.tags

@@ -61,11 +61,19 @@ def test_governance_lists_the_privileged_view_and_its_single_use(synthetic_repo_
     assert f"| `web_navigation` | consent | {PERMITTED_USE} |" in markdown
 
 
+@pytest.fixture(scope="module")
+def training_snapshot_dir(synthetic_repo_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real snapshot of the small synthetic repo (no Spark), opt-in customers at LABEL_DATE."""
+    from lookalike.snapshot import SnapshotConfig, run
+
+    return run(SnapshotConfig(repo=synthetic_repo_dir, label_date=LABEL_DATE, out=tmp_path_factory.mktemp("snap")))
+
+
 def test_teacher_is_a_run_artifact_never_a_servable_model(
-    training_snapshot_dir: Path, feature_repo_dir: Path, tmp_path: Path
+    training_snapshot_dir: Path, synthetic_repo_dir: Path, tmp_path: Path
 ) -> None:
     result = train_into(Path(training_snapshot_dir), tmp_path, [
-        f"repo={feature_repo_dir}", "distill.enabled=true", "distill.modes=[similarity]", "distill.weights=[0.5]",
+        f"repo={synthetic_repo_dir}", "min_customers=30", "distill.enabled=true", "distill.modes=[similarity]", "distill.weights=[0.5]",
         "tracking.promote=always", "tracking.model_name=distill-test",
     ])
     client = MlflowClient(result.tracking_uri)
@@ -78,7 +86,7 @@ def test_teacher_is_a_run_artifact_never_a_servable_model(
 
     # exactly one registered version: the student, on legitimate-interest inputs only
     versions = client.search_model_versions("name='distill-test'")
-    assert [v.version for v in versions] == ["1"]
+    assert [str(v.version) for v in versions] == ["1"]
     student, _ = load_registered_encoder(result.tracking_uri, "distill-test", "champion")
     snapshot = load_snapshot(training_snapshot_dir, 1)
     assert student.contract == snapshot.contract
@@ -96,7 +104,8 @@ def test_teacher_is_a_run_artifact_never_a_servable_model(
 def test_distillation_without_a_privileged_view_trains_the_plain_student(
     training_snapshot_dir: Path, tmp_path: Path
 ) -> None:
-    result = train_into(Path(training_snapshot_dir), tmp_path, ["distill.enabled=true", "tracking.promote=always"])
+    result = train_into(Path(training_snapshot_dir), tmp_path, ["distill.enabled=true", "tracking.promote=always",
+                                                                "min_customers=30"])
     run = MlflowClient(result.tracking_uri).get_run(result.run_id)
     assert "teacher_servable" not in run.data.tags and "distillation" not in result.encoder.metadata
     assert isinstance(result.encoder.embed(pd.read_parquet(Path(training_snapshot_dir) / "data.parquet")),
