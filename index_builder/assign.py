@@ -1,9 +1,10 @@
 """``lookalike assign``: the unified segment table (contracts section 7).
 
 Opt-in customers keep their explicit segments (score 1.0, source ``opt_in``). Every other
-customer who has not objected to profiling gets the segments of its k nearest opt-in
-anchors (source ``lookalike``, score = the aggregated neighbour score) where the score
-reaches the segment's threshold stored in the bundle. Suppressed customers are never
+customer who has not objected to profiling is scored per segment by the scorer the bundle
+selected for it (source ``lookalike``, score = that scorer's score) and holds the segment
+where the score reaches the stored threshold; segments the bundle does not ship get no
+lookalike rows. Suppressed customers are never
 embedded and get no lookalike segment; their count goes to the manifest and the log.
 
 :func:`score_neighbours` and :func:`decide` are the shared scoring API (serving uses them
@@ -96,8 +97,26 @@ def score_customers(store: Any, population: Any, encoder: Any, bundle: IndexBund
                     "lookalike segments", int((~found).sum()))
     ids, frame = ids[found], frame[found].reset_index(drop=True)
     embeddings = embed_frame(encoder, frame, batch_size, desc="embed customers")
-    scores = bundle.score(embeddings) if len(ids) else np.zeros((0, len(bundle.segments)), np.float32)
-    return LookalikeResult(ids, scores, bundle.decide(scores), int((~found).sum()), embeddings)
+    features = encoder.feature_matrix(frame) if bundle.needs_features and len(ids) else None
+    scores, decisions = score_in_chunks(bundle, embeddings, features, batch_size)
+    return LookalikeResult(ids, scores, decisions, int((~found).sum()), embeddings)
+
+
+def score_in_chunks(bundle: IndexBundle, embeddings: np.ndarray, features: np.ndarray | None,
+                    batch_size: int, exclude_anchor_rows: np.ndarray | None = None,
+                    desc: str = "score customers") -> tuple[np.ndarray, np.ndarray]:
+    """:meth:`IndexBundle.assign_scores` over row chunks, with a progress bar."""
+    from tqdm import tqdm
+
+    n, width = embeddings.shape[0], len(bundle.segments)
+    scores, decisions = np.zeros((n, width), np.float32), np.zeros((n, width), bool)
+    chunk = max(1, min(batch_size, 4096))
+    for start in tqdm(range(0, n, chunk), desc=desc, unit="chunk", disable=n <= chunk):
+        rows = slice(start, start + chunk)
+        scored = bundle.assign_scores(embeddings[rows], None if features is None else features[rows],
+                                      None if exclude_anchor_rows is None else exclude_anchor_rows[rows])
+        scores[rows], decisions[rows] = scored.scores, scored.decisions
+    return scores, decisions
 
 
 def build_table(population: Any, result: LookalikeResult, bundle: IndexBundle) -> pa.Table:

@@ -3,8 +3,8 @@
 Anchors are opt-in customers with valid consent and a labels row at the run date. Their
 legitimate-interest features (point-in-time, through the privacy guard) are embedded by
 the registered encoder, indexed for cosine search, and per-segment thresholds are
-calibrated on the encoder's validation split (each validation anchor queried against the
-index without itself). The bundle is written atomically to
+chosen per segment among candidate scorers from out-of-sample scores on the non-test
+anchors (:mod:`index_builder.scorers`, :mod:`index_builder.selection`). The bundle is written atomically to
 ``<output_root>/<date>-m<model_version>/`` and logged to MLflow.
 """
 
@@ -12,17 +12,30 @@ from __future__ import annotations
 
 import argparse
 import logging
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import scipy.sparse as sp
+from threadpoolctl import threadpool_limits
 
 from index_builder import faiss_backend
-from index_builder.aggregation import calibrate_thresholds, score_neighbours
 from index_builder.bundle import AssignmentSpec, set_current, write_bundle
 from index_builder.config import AssignmentParams, BuildConfig
+from index_builder.scorers import (
+    FEATURE_SCORERS,
+    AnchorData,
+    FittedScorers,
+    OutOfSample,
+    ScorerParams,
+    check_scorer_names,
+    fit_scorers,
+    out_of_sample,
+)
+from index_builder.selection import Selection, select
 from lookalike.config import config_to_dict, flatten, load_config
 from lookalike.errors import DataValidationError
 
@@ -37,44 +50,75 @@ def index_version(run_date: str, model_version: str) -> str:
 class Calibrated:
     spec: AssignmentSpec
     customers: int
+    selection: Selection | None = None
+    scorers: FittedScorers | None = None
 
 
 def calibrate(
     built: faiss_backend.BuiltIndex,
-    embeddings: np.ndarray,
-    labels: sp.csr_matrix,
-    calibration_rows: np.ndarray,
+    data: AnchorData,
     segments: list[str],
     params: AssignmentParams,
+    head: tuple[np.ndarray, np.ndarray] | None = None,
+    segment_names: dict[str, str] | None = None,
 ) -> Calibrated:
-    """Per-segment thresholds from anchors in ``calibration_rows`` queried without themselves."""
+    """Per-segment scorer, threshold and shipping decision from out-of-sample scores.
+
+    ``fixed`` mode keeps the tower kNN with ``fixed_threshold`` everywhere. ``calibrated``
+    mode scores every candidate out of sample on the non-test anchors and selects per segment
+    (:mod:`index_builder.selection`); the test split is never read.
+    """
     k = min(params.k, built.ntotal - 1)
     if k < 1:
         raise DataValidationError(f"need at least 2 anchors to assign segments, found {built.ntotal}")
-    if len(calibration_rows) and params.threshold_mode == "calibrated":
-        queries = faiss_backend.l2_normalise(embeddings[calibration_rows])
-        sims, ids = faiss_backend.search_excluding_self(built.searcher(), queries, calibration_rows, k)
-        scores = score_neighbours(sims, ids, labels, params.aggregation)
-        truth = labels[calibration_rows]
-        mode = params.threshold_mode
-    else:
+    n = len(segments)
+    common = dict(k=k, aggregation=params.aggregation, segments=list(segments), threshold_mode=params.threshold_mode,
+                  search_params=dict(built.params), fixed_threshold=params.fixed_threshold,
+                  threshold_floor=params.threshold_floor, min_positives=params.min_positives,
+                  segment_names=dict(segment_names or {}))
+    fit_rows = data.fit_rows
+    if params.threshold_mode == "fixed" or len(fit_rows) < 2:
         if params.threshold_mode == "calibrated":
-            log.warning("no validation anchors to calibrate on; using the fixed threshold %.2f",
-                        params.fixed_threshold)
-        scores = np.zeros((0, len(segments)), np.float32)
-        truth = sp.csr_matrix((0, len(segments)))
-        mode = "fixed"
-    cal = calibrate_thresholds(scores, truth, mode, params.fixed_threshold, params.threshold_floor,
-                               params.min_positives)
+            log.warning("no non-test anchors to calibrate on; using the fixed threshold %.2f", params.fixed_threshold)
+        spec = AssignmentSpec(thresholds=[params.fixed_threshold] * n, threshold_source=["fixed"] * n,
+                              validation_f1=[None] * n, **common)  # type: ignore[arg-type]
+        return Calibrated(spec, 0)
+    names = check_scorer_names(params.scorers)
+    if data.features.shape[1] == 0:
+        names = [s for s in names if s not in FEATURE_SCORERS]
+    scorer_params = ScorerParams(k=k, aggregation=params.aggregation, folds=params.cv_folds, seed=params.seed,
+                                 threads=params.threads)
+    # BLAS/OpenMP pools at ``threads``: several threads busy-wait on a shared machine (scorers.py)
+    with threadpool_limits(params.threads):
+        oos: dict[str, OutOfSample] = {}
+        for name in names:
+            started = time.perf_counter()
+            result = out_of_sample(name, data, scorer_params, head)
+            if result is None:
+                log.info("scorer %s unavailable here (no validation anchors or no trained head)", name)
+                continue
+            oos[name] = result
+            log.info("scorer %s: out-of-sample scores for %d anchors in %.1fs", name, len(result.rows),
+                     time.perf_counter() - started)
+        selection = select(
+            oos, data.dense_labels(np.arange(data.labels.shape[0])), segments, folds=params.cv_folds,
+            tie_tolerance=params.tie_tolerance, min_positives=params.min_positives,
+            threshold_floor=params.threshold_floor, prevalence_rows=fit_rows,
+            ship_without_signal=params.ship_without_signal, ship_segments=params.ship_segments, seed=params.seed,
+        )
+        started = time.perf_counter()
+        fitted = fit_scorers([s for s in oos if s != "tower_knn"], data, scorer_params, head)
+        log.info("fitted %s on %d non-test anchors in %.1fs", ", ".join(fitted.names) or "nothing", len(fit_rows),
+                 time.perf_counter() - started)
+    chosen = pd.Series([c.scorer or "none" for c in selection.segments]).value_counts().to_dict()
+    log.info("selected scorers per segment: %s; not shipped: %s", chosen,
+             [c.segment for c in selection.segments if not c.shipped])
     spec = AssignmentSpec(
-        k=k, aggregation=params.aggregation, segments=list(segments),
-        thresholds=[round(float(t), 6) for t in cal.thresholds], threshold_mode=params.threshold_mode,
-        threshold_source=cal.source,
-        validation_f1=[None if np.isnan(f) else round(float(f), 6) for f in cal.validation_f1],
-        search_params=dict(built.params), fixed_threshold=params.fixed_threshold,
-        threshold_floor=params.threshold_floor, min_positives=params.min_positives,
+        thresholds=[float(t) for t in selection.thresholds],
+        threshold_source=["calibrated" if c.scorer else "fallback_low_support" for c in selection.segments],
+        validation_f1=[c.oos_f1 if c.scorer else None for c in selection.segments], **common,  # type: ignore[arg-type]
     )
-    return Calibrated(spec, int(len(calibration_rows)))
+    return Calibrated(spec, int(len(fit_rows)), selection, fitted)
 
 
 def build_bundle_from_arrays(
@@ -83,19 +127,31 @@ def build_bundle_from_arrays(
     anchor_ids: np.ndarray,
     labels: sp.csr_matrix,
     segments: list[str],
-    calibration_rows: np.ndarray,
+    split: np.ndarray,
     index_params: faiss_backend.IndexParams,
     assignment: AssignmentParams,
+    features: np.ndarray | None = None,
+    head: tuple[np.ndarray, np.ndarray] | None = None,
+    segment_names: dict[str, str] | None = None,
     **manifest_fields: Any,
 ) -> dict[str, Any]:
-    """Index + calibration + atomic bundle write from in-memory anchors; returns the manifest."""
+    """Index + scorer selection + atomic bundle write from in-memory anchors; returns the manifest.
+
+    ``split`` is the encoder's train/validation/test split of the anchors; ``features`` the
+    preprocessed feature matrix (None: only the embedding scorers are candidates).
+    """
     built = faiss_backend.build_index(embeddings, index_params, recall_k=assignment.k)
-    calibrated = calibrate(built, faiss_backend.l2_normalise(embeddings), labels, calibration_rows,
-                           segments, assignment)
+    normalised = faiss_backend.l2_normalise(embeddings)
+    data = AnchorData(normalised, np.zeros((len(anchor_ids), 0), np.float32) if features is None
+                      else np.ascontiguousarray(features, dtype=np.float32), sp.csr_matrix(labels), np.asarray(split))
+    calibrated = calibrate(built, data, segments, assignment, head, segment_names)
     counts = dict(manifest_fields.pop("counts", {}))
     counts.update({"anchors": int(len(anchor_ids)), "segments": len(segments),
-                   "calibration_customers": calibrated.customers})
-    return write_bundle(out_dir, built, anchor_ids, labels, calibrated.spec, counts=counts, **manifest_fields)
+                   "calibration_customers": calibrated.customers,
+                   "segments_not_shipped": 0 if calibrated.selection is None
+                   else int((~calibrated.selection.shipped).sum())})
+    return write_bundle(out_dir, built, anchor_ids, labels, calibrated.spec, calibrated.selection,
+                        calibrated.scorers, counts=counts, **manifest_fields)
 
 
 @dataclass
@@ -108,6 +164,7 @@ class AnchorSet:
     embeddings: np.ndarray
     split: np.ndarray
     dropped_without_features: int
+    features: np.ndarray | None = None  # encoder.feature_matrix(frame), filled on first use
 
 
 def collect_anchors(store: Any, population: Any, encoder: Any, batch_size: int) -> AnchorSet:
@@ -128,6 +185,20 @@ def collect_anchors(store: Any, population: Any, encoder: Any, batch_size: int) 
     labels = population.label_matrix(rows, encoder.segments)
     embeddings = embed_frame(encoder, frame, batch_size, desc="embed anchors")
     return AnchorSet(ids, labels, frame, embeddings, encoder.split_of(ids), int((~found).sum()))
+
+
+def anchors_features(encoder: Any, anchors: AnchorSet) -> np.ndarray:
+    """The preprocessed feature matrix of the anchors (computed once, cached on the set)."""
+    if anchors.features is None:
+        anchors.features = np.ascontiguousarray(encoder.feature_matrix(anchors.frame), dtype=np.float32)
+    return anchors.features
+
+
+def _segment_head(encoder: Any) -> tuple[np.ndarray, np.ndarray] | None:
+    arrays = encoder.segment_head_arrays() if hasattr(encoder, "segment_head_arrays") else None
+    if arrays is not None and arrays[0].shape[0] != len(encoder.segments):
+        return None
+    return arrays
 
 
 def run(config: BuildConfig, *, population: Any = None, encoder_and_info: Any = None,
@@ -153,10 +224,13 @@ def run(config: BuildConfig, *, population: Any = None, encoder_and_info: Any = 
     anchors = anchors or collect_anchors(store, population, encoder, config.batch_size)
     version = index_version(as_of.date().isoformat(), info.version)
     out_dir = Path(config.output_root) / version
-    calibration_rows = np.flatnonzero(anchors.split == "validation")
+    from index_builder.catalog import default_catalog, segment_names
+
+    catalog = config.segment_catalog or default_catalog(Path(config.repo), store)
     manifest = build_bundle_from_arrays(
-        out_dir, anchors.embeddings, anchors.ids, anchors.labels, encoder.segments, calibration_rows,
-        config.index, config.assignment,
+        out_dir, anchors.embeddings, anchors.ids, anchors.labels, encoder.segments, anchors.split,
+        config.index, config.assignment, features=anchors_features(encoder, anchors),
+        head=_segment_head(encoder), segment_names=segment_names(catalog),
         index_version=version, run_date=as_of.date().isoformat(),
         model_name=info.name, model_version=info.version, model_run_id=info.run_id,
         snapshot_hash=info.snapshot_hash,

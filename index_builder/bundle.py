@@ -3,8 +3,10 @@
 ``artifacts/index/<index_version>/`` holds ``index.faiss``, ``anchor_ids.npy``,
 ``anchor_segments.npz`` (CSR anchors x segments, uint8), ``assignment.json`` (k,
 aggregation, per-segment thresholds, segment names, search parameters) and
-``manifest.json``. Batch assignment and online serving both score through
-:meth:`IndexBundle.score`, so they cannot drift apart.
+``manifest.json``; bundles built with scorer selection add ``selection.json`` (scorer,
+threshold, out-of-sample F1 and shipping decision per segment) and ``scorers/`` (the fitted
+state of every candidate scorer). Batch assignment, evaluation and online serving all score
+through :meth:`IndexBundle.assign_scores`, so they cannot drift apart.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ import scipy.sparse as sp
 
 from index_builder import faiss_backend
 from index_builder.aggregation import AGGREGATIONS, decide, score_neighbours
+from index_builder.scorers import FEATURE_SCORERS, FittedScorers
+from index_builder.selection import SELECTION_FILE, Selection
 from lookalike.artifacts import atomic_dir, read_json, read_manifest, verify_manifest, write_manifest
 from lookalike.errors import ArtifactError
 
@@ -32,6 +36,7 @@ INDEX_FILE = "index.faiss"
 ANCHOR_IDS_FILE = "anchor_ids.npy"
 ANCHOR_SEGMENTS_FILE = "anchor_segments.npz"
 ASSIGNMENT_FILE = "assignment.json"
+SCORERS_DIR = "scorers"
 
 
 @dataclass
@@ -50,6 +55,8 @@ class AssignmentSpec:
     fixed_threshold: float = 0.5
     threshold_floor: float = 0.2
     min_positives: int = 5
+    # segment id -> display name from the segment catalog (empty when the repo has none)
+    segment_names: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.aggregation not in AGGREGATIONS:
@@ -75,6 +82,16 @@ class AssignmentSpec:
 
 
 @dataclass
+class ScoredCustomers:
+    """Per-segment scores (each from the segment's selected scorer), decisions, neighbours."""
+
+    scores: np.ndarray  # (n, n_segments) float32
+    decisions: np.ndarray  # (n, n_segments) bool
+    sims: np.ndarray  # (n, k) cosine of the tower-kNN neighbours
+    neighbours: np.ndarray  # (n, k) anchor rows, -1 = none
+
+
+@dataclass
 class IndexBundle:
     path: Path
     index: Any
@@ -83,6 +100,8 @@ class IndexBundle:
     assignment: AssignmentSpec
     manifest: dict[str, Any]
     device: str = "cpu"
+    selection: Selection | None = None
+    scorers: FittedScorers | None = None
 
     @property
     def index_version(self) -> str:
@@ -124,7 +143,59 @@ class IndexBundle:
         return score_neighbours(sims, ids, self.label_weights, self.assignment.aggregation)
 
     def decide(self, scores: np.ndarray) -> np.ndarray:
-        return decide(scores, self.assignment.threshold_array)
+        """Decisions for :meth:`assign_scores`-style scores: thresholds, minus unshipped segments."""
+        decisions = decide(scores, self.assignment.threshold_array)
+        if self.selection is not None:
+            decisions &= self.selection.shipped[None, :]
+        return decisions
+
+    @property
+    def needs_features(self) -> bool:
+        """Whether a shipped segment's scorer reads the feature matrix, not only embeddings."""
+        if self.selection is None:
+            return False
+        return bool(FEATURE_SCORERS & set(self.selection.columns_by_scorer()))
+
+    def assign_scores(self, vectors: np.ndarray, features: np.ndarray | None = None,
+                      exclude_anchor_rows: np.ndarray | None = None, k: int | None = None) -> ScoredCustomers:
+        """The one scoring path of batch assignment, evaluation and ``/assign``.
+
+        Each shipped segment is scored by its selected scorer; the others keep the tower-kNN
+        score (reported, never decided on). ``features`` (``encoder.feature_matrix``) is needed
+        when :attr:`needs_features`; ``k`` overrides the tower kNN's neighbour count.
+        """
+        sims, ids = self.search(vectors, k, exclude_anchor_rows=exclude_anchor_rows)
+        return self.scores_from_neighbours(sims, ids, vectors, features, exclude_anchor_rows)
+
+    def scores_from_neighbours(self, sims: np.ndarray, ids: np.ndarray, vectors: np.ndarray,
+                               features: np.ndarray | None = None,
+                               exclude_anchor_rows: np.ndarray | None = None) -> ScoredCustomers:
+        """:meth:`assign_scores` after the tower-kNN search (for searches done elsewhere: the
+        sharded Spark engine merges per-shard top-k first)."""
+        scores = score_neighbours(sims, ids, self._anchor_weights, self.assignment.aggregation)
+        if self.selection is not None:
+            for name, columns in self.selection.columns_by_scorer().items():
+                if name != "tower_knn":
+                    scores[:, columns] = self.method_scores(name, vectors, features, columns, exclude_anchor_rows)
+        return ScoredCustomers(scores, self.decide(scores), sims, ids)
+
+    def method_scores(self, name: str, vectors: np.ndarray, features: np.ndarray | None,
+                      columns: np.ndarray | None = None,
+                      exclude_anchor_rows: np.ndarray | None = None) -> np.ndarray:
+        """Scores of one candidate scorer on ``columns`` (all segments by default)."""
+        columns = np.arange(len(self.segments)) if columns is None else np.asarray(columns)
+        if name == "tower_knn":
+            return self.score(vectors, exclude_anchor_rows)[:, columns]
+        if self.scorers is None or name not in self.scorers.names:
+            raise ArtifactError(f"index bundle {self.path} has no fitted scorer {name!r}")
+        return self.scorers.score(name, faiss_backend.l2_normalise(vectors), features, columns,
+                                  exclude_anchor_rows)
+
+    @functools.cached_property
+    def _anchor_weights(self) -> sp.csr_matrix:
+        # float32 once per bundle: score_neighbours would otherwise convert every anchor's labels
+        # on every online request
+        return sp.csr_matrix(self.anchor_segments, dtype=np.float32)
 
     @functools.cached_property
     def _sorted_anchor_ids(self) -> tuple[np.ndarray, np.ndarray]:
@@ -147,6 +218,8 @@ def write_bundle(
     anchor_ids: np.ndarray,
     anchor_segments: sp.spmatrix,
     assignment: AssignmentSpec,
+    selection: Selection | None = None,
+    scorers: FittedScorers | None = None,
     **manifest_fields: Any,
 ) -> dict[str, Any]:
     """Write the bundle atomically into ``final_dir`` and return its manifest."""
@@ -164,6 +237,10 @@ def write_bundle(
         np.save(tmp / ANCHOR_IDS_FILE, anchor_ids)
         sp.save_npz(tmp / ANCHOR_SEGMENTS_FILE, labels)
         (tmp / ASSIGNMENT_FILE).write_text(json.dumps(assignment.to_json(), indent=2, sort_keys=True) + "\n")
+        if selection is not None:
+            (tmp / SELECTION_FILE).write_text(json.dumps(selection.to_json(), indent=2) + "\n")
+        if scorers is not None:
+            scorers.save(tmp / SCORERS_DIR)
         manifest = write_manifest(
             tmp, BUNDLE_KIND,
             dim=built.dim, metric="cosine", index_type=built.index_type, index_params=built.params,
@@ -194,7 +271,13 @@ def load_bundle(path: str | Path, device: str = "cpu", verify: bool = True) -> I
             f"index bundle {path} is inconsistent: index {index.ntotal} vectors, "
             f"{len(anchor_ids)} anchor ids, {anchor_segments.shape[0]} label rows"
         )
-    return IndexBundle(path, index, anchor_ids, anchor_segments, assignment, manifest, used_device)
+    selection = Selection.from_json(read_json(path / SELECTION_FILE)) if (path / SELECTION_FILE).is_file() else None
+    scorers = (FittedScorers.load(path / SCORERS_DIR, anchor_segments)
+               if (path / SCORERS_DIR).is_dir() else None)
+    if selection is not None and selection.names != assignment.segments:
+        raise ArtifactError(f"index bundle {path}: {SELECTION_FILE} and {ASSIGNMENT_FILE} list different segments")
+    return IndexBundle(path, index, anchor_ids, anchor_segments, assignment, manifest, used_device,
+                       selection, scorers)
 
 
 CURRENT_FILE = "current.json"

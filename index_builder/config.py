@@ -12,6 +12,7 @@ from pydantic import Field
 from index_builder.aggregation import AGGREGATIONS, THRESHOLD_MODES
 from index_builder.drift import DriftConfig
 from index_builder.faiss_backend import IndexParams
+from index_builder.scorers import SCORERS, check_scorer_names
 from index_builder.spark_engine import SparkParams
 from lookalike.config import Fraction, IsoDate, PositiveInt, stage_config
 from lookalike.errors import ConfigError
@@ -33,8 +34,24 @@ class AssignmentParams:
     # fixed: fixed_threshold everywhere (0.5 with majority = a majority vote).
     threshold_mode: str = "calibrated"
     fixed_threshold: Annotated[float, Field(gt=0, le=1)] = 0.5
-    threshold_floor: Fraction = 0.2
+    # Thresholds are F1-optimal on out-of-sample scores and graded on folds they were not
+    # chosen on, so no floor is needed against flooding; a floor would cut calibrated
+    # probabilities whose F1-optimal threshold is F1/2 (below 0.2 for any F1 < 0.4).
+    threshold_floor: Fraction = 0.0
     min_positives: PositiveInt = 5
+    # candidate scorers per segment (index_builder/scorers.py), selected by out-of-sample F1
+    scorers: list[str] = field(default_factory=lambda: list(SCORERS))
+    cv_folds: Annotated[int, Field(ge=2)] = 5
+    # a more complex scorer replaces a simpler one only if it wins by more than this and by
+    # more than one bootstrap standard error of the paired difference (selection.py)
+    tie_tolerance: Fraction = 0.002
+    # segments whose selected scorer does not beat the prevalence prior out of sample get no
+    # lookalike rows, unless shipped anyway: all of them, or the ones listed
+    ship_without_signal: bool = False
+    ship_segments: list[str] = field(default_factory=list)
+    seed: int = 0
+    # threads per LightGBM fit (more than 1 oversubscribes a shared machine, see scorers.py)
+    threads: PositiveInt = 1
 
     def __post_init__(self) -> None:
         if self.aggregation not in AGGREGATIONS:
@@ -43,6 +60,7 @@ class AssignmentParams:
             raise ConfigError(
                 f"assignment.threshold_mode must be one of {THRESHOLD_MODES}, got {self.threshold_mode!r}"
             )
+        check_scorer_names(self.scorers)
 
 
 @stage_config
@@ -65,6 +83,8 @@ class BuildConfig:
     batch_size: PositiveInt = 16384
     log_mlflow: bool = True
     experiment: str = "lookalike-index"
+    # segment catalog (segment_id, name, kind) for display names; None: guessed from the repo
+    segment_catalog: Path | None = None
 
 
 @stage_config

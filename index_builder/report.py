@@ -130,10 +130,14 @@ def _table_md(frame: pd.DataFrame, floatfmt: str = ".3f") -> str:
 
 
 def write_report(out_dir: Path, sections: list[tuple[str, str, list[pd.DataFrame], list[str]]],
-                 title: str) -> tuple[Path, Path]:
-    """``sections``: (heading, paragraph, tables, png file names). Writes report.md/.html."""
+                 title: str, warnings: list[str] | None = None) -> tuple[Path, Path]:
+    """``sections``: (heading, paragraph, tables, png file names). Writes report.md/.html;
+    ``warnings`` are shown in a box above everything else."""
     md = [f"# {title}", ""]
     body = [f"<h1>{html.escape(title)}</h1>"]
+    for warning in warnings or []:
+        md += [f"> **{warning}**", ""]
+        body.append(f'<p style="background:#fdd;border:2px solid #c00;padding:8px"><b>{html.escape(warning)}</b></p>')
     for heading, text, tables, images in sections:
         md += [f"## {heading}", "", text, ""]
         body += [f"<h2>{html.escape(heading)}</h2>", f"<p>{html.escape(text)}</p>"]

@@ -44,6 +44,8 @@ log = logging.getLogger(__name__)
 
 LOOKALIKE_SCHEMA = "customer_id long, segment string, score float"
 EMBEDDED_SCHEMA = "customer_id long, found boolean, embedding array<float>"
+# with the preprocessed feature matrix, for bundles whose selected scorers read features
+EMBEDDED_FEATURES_SCHEMA = EMBEDDED_SCHEMA + ", features array<float>"
 PARTIAL_SCHEMA = "customer_id long, shard int, sims array<float>, ids array<long>"
 
 
@@ -171,7 +173,8 @@ def _load_bundle(shipped: dict[str, Any], index_payload: bytes) -> IndexBundle:
     assignment = AssignmentSpec.from_json(shipped["assignment"])
     faiss_backend.set_search_params(index, assignment.search_params)
     return IndexBundle(Path(shipped["path"]), index, shipped["anchor_ids"], shipped["anchor_segments"],
-                       assignment, shipped["manifest"])
+                       assignment, shipped["manifest"], selection=shipped.get("selection"),
+                       scorers=shipped.get("scorers"))
 
 
 # ------------------------------------------------------------------ point-in-time features
@@ -207,7 +210,7 @@ def contract_features(spark: Any, store: Any, contract: FeatureContract, candida
 
 
 # ------------------------------------------------------------------ executor functions
-def _embed_partitions(encoder_b: tuple[str, Any], contract_json: dict[str, Any]) -> Any:
+def _embed_partitions(encoder_b: tuple[str, Any], contract_json: dict[str, Any], with_features: bool = False) -> Any:
     def embed(batches: Any) -> Any:
         from lookalike.contract import cast_to_contract
 
@@ -218,10 +221,15 @@ def _embed_partitions(encoder_b: tuple[str, Any], contract_json: dict[str, Any])
             frame = cast_to_contract(frame.reset_index(drop=True), contract)
             found = frame[contract.columns].notna().any(axis=1).to_numpy()
             embeddings = np.zeros((len(frame), encoder.embedding_dim), dtype=np.float32)
+            matrix = None
             if found.any():
                 embeddings[found] = encoder.embed(frame[found].reset_index(drop=True))
-            yield pd.DataFrame({JOIN_KEY: frame[JOIN_KEY].to_numpy(np.int64), "found": found,
+            out = pd.DataFrame({JOIN_KEY: frame[JOIN_KEY].to_numpy(np.int64), "found": found,
                                 "embedding": list(embeddings)})
+            if with_features:
+                matrix = encoder.feature_matrix(frame) if len(frame) else np.zeros((0, 0), np.float32)
+                out["features"] = list(np.asarray(matrix, dtype=np.float32))
+            yield out
     return embed
 
 
@@ -233,6 +241,8 @@ def _rows(bundle: IndexBundle, ids: np.ndarray, scores: np.ndarray) -> pd.DataFr
 
 def _score_partitions(shipped_b: tuple[str, Any], index_b: tuple[str, Any]) -> Any:
     """Whole index on every executor: search, aggregate, threshold per Arrow batch."""
+    from index_builder.assign import segment_rows
+
     def score(batches: Any) -> Any:
         _one_thread()
         shipped = shipped_b[1].value
@@ -241,7 +251,10 @@ def _score_partitions(shipped_b: tuple[str, Any], index_b: tuple[str, Any]) -> A
             if frame.empty:
                 continue
             vectors = np.stack(frame["embedding"].to_numpy()).astype(np.float32)
-            yield _rows(bundle, frame[JOIN_KEY].to_numpy(np.int64), bundle.score(vectors))
+            features = np.stack(frame["features"].to_numpy()).astype(np.float32) if "features" in frame else None
+            # the same scoring as the local engine and /assign: each segment's selected scorer
+            scored = bundle.assign_scores(vectors, features)
+            yield segment_rows(frame[JOIN_KEY].to_numpy(np.int64), scored.decisions, scored.scores, bundle.segments)
     return score
 
 
@@ -264,7 +277,9 @@ def _search_shard_partitions(shipped_b: tuple[str, Any], shard_bs: list[tuple[st
 
 
 def _merge_partitions(shipped_b: tuple[str, Any], k: int) -> Any:
-    """Per customer: merge the shards' partial top-k, then the bundle's aggregation + thresholds."""
+    """Per customer: merge the shards' partial top-k, then the bundle's selected scorers + thresholds."""
+    from index_builder.assign import segment_rows
+
     def merge(batches: Any) -> Any:
         shipped = shipped_b[1].value
         bundle = _cached(shipped_b[0], lambda: _load_bundle(shipped, _empty_index(shipped)))
@@ -276,7 +291,14 @@ def _merge_partitions(shipped_b: tuple[str, Any], k: int) -> Any:
             sims = [np.stack([p[s]["sims"] for p in partials]) for s in range(shards)]
             ids = [np.stack([p[s]["ids"] for p in partials]) for s in range(shards)]
             top_sims, top_ids = merge_top_k(sims, ids, k)
-            yield _rows(bundle, frame[JOIN_KEY].to_numpy(np.int64), bundle.score_neighbours(top_sims, top_ids))
+            customer_ids = frame[JOIN_KEY].to_numpy(np.int64)
+            if "embedding" not in frame:  # tower kNN only: the neighbours are all it needs
+                yield _rows(bundle, customer_ids, bundle.score_neighbours(top_sims, top_ids))
+                continue
+            vectors = np.stack(frame["embedding"].to_numpy()).astype(np.float32)
+            features = np.stack(frame["features"].to_numpy()).astype(np.float32) if "features" in frame else None
+            scored = bundle.scores_from_neighbours(top_sims, top_ids, vectors, features)
+            yield segment_rows(customer_ids, scored.decisions, scored.scores, bundle.segments)
     return merge
 
 
@@ -316,7 +338,9 @@ def score_population(spark: Any, store: Any, population: Any, encoder: Any, bund
     features = contract_features(spark, store, population.contract, candidates, population.as_of)
     sc = spark.sparkContext
     encoder_b = _broadcast(sc, _encoder_bytes(encoder))
-    embedded = features.mapInPandas(_embed_partitions(encoder_b, population.contract.to_dict()), EMBEDDED_SCHEMA)
+    with_features = bundle.needs_features
+    embedded = features.mapInPandas(_embed_partitions(encoder_b, population.contract.to_dict(), with_features),
+                                    EMBEDDED_FEATURES_SCHEMA if with_features else EMBEDDED_SCHEMA)
     embedded = embedded.persist()
     counts = embedded.groupBy("found").count().collect()
     by_found = {bool(r["found"]): int(r["count"]) for r in counts}
@@ -325,11 +349,12 @@ def score_population(spark: Any, store: Any, population: Any, encoder: Any, bund
         log.warning("%d customer(s) have no legitimate-interest features in the TTL window and get no "
                     "lookalike segments", without)
     shipped = {"path": str(bundle.path), "anchor_ids": bundle.anchor_ids, "anchor_segments": bundle.anchor_segments,
-               "assignment": bundle.assignment.to_json(), "manifest": bundle.manifest}
+               "assignment": bundle.assignment.to_json(), "manifest": bundle.manifest,
+               "selection": bundle.selection, "scorers": bundle.scorers}
     shipped_b = _broadcast(sc, shipped)
     index_payload = _index_bytes(bundle.index)
     shard_count = max(1, math.ceil(len(index_payload) / (params.shard_above_mb * 2**20)))
-    queries = embedded.where(F.col("found")).select(JOIN_KEY, "embedding")
+    queries = embedded.where(F.col("found")).select(JOIN_KEY, "embedding", *(["features"] if with_features else []))
     k = min(bundle.assignment.k, len(bundle.anchor_ids))
     if shard_count == 1:
         index_b = _broadcast(sc, index_payload)
@@ -343,6 +368,9 @@ def score_population(spark: Any, store: Any, population: Any, encoder: Any, bund
         # collect_list keeps no order: sort each customer's partials by shard (the struct's first field).
         grouped = (partial.withColumn("part", F.struct("shard", "sims", "ids"))
                    .groupBy(JOIN_KEY).agg(F.array_sort(F.collect_list("part")).alias("partials")))
+        if bundle.selection is not None and set(bundle.selection.columns_by_scorer()) - {"tower_knn"}:
+            # segments scored by other scorers need the customer's embedding (and features)
+            grouped = grouped.join(queries, on=JOIN_KEY)
         rows = grouped.mapInPandas(_merge_partitions(shipped_b, k), LOOKALIKE_SCHEMA)
     rows = rows.persist()
     assigned = rows.select(JOIN_KEY).distinct().count()

@@ -110,7 +110,8 @@ def run(config: WeeklyConfig) -> WeeklyResult:
         steps.append(f"embedded {len(anchors.ids)} anchors")
         build_config = BuildConfig(repo=config.repo, date=run_date, model=config.model, index=config.index,
                                    assignment=config.assignment, output_root=staging / "index",
-                                   batch_size=config.batch_size, log_mlflow=False)
+                                   batch_size=config.batch_size, log_mlflow=False,
+                                   segment_catalog=config.segment_catalog)
         staged_index = build.run(build_config, population=population, encoder_and_info=(encoder, info),
                                  anchors=anchors, set_as_current=False)
         bundle = load_bundle(staged_index)

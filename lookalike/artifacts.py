@@ -25,6 +25,18 @@ from lookalike.errors import ArtifactError
 MANIFEST_NAME = "manifest.json"
 
 
+def _umask() -> int:
+    current = os.umask(0)
+    os.umask(current)
+    return current
+
+
+def _as_if_created_normally(path: Path, directory: bool) -> None:
+    """mkdtemp/mkstemp create 0700/0600 entries; give the final output the permissions a plain
+    ``mkdir``/``open`` would (0777/0666 minus the umask), so the group can read the outputs."""
+    os.chmod(path, (0o777 if directory else 0o666) & ~_umask())
+
+
 @contextlib.contextmanager
 def atomic_dir(final: str | Path, *, replace: bool = True) -> Iterator[Path]:
     """Yield a temp directory that becomes ``final`` only if the block succeeds.
@@ -36,6 +48,7 @@ def atomic_dir(final: str | Path, *, replace: bool = True) -> Iterator[Path]:
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+    _as_if_created_normally(tmp, directory=True)
     try:
         yield tmp
     except BaseException:
@@ -71,6 +84,7 @@ def atomic_file(final: str | Path, mode: str = "w") -> Iterator[Any]:
     final.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.tmp-", dir=final.parent)
     os.close(fd)
+    _as_if_created_normally(Path(tmp_name), directory=False)
     try:
         with open(tmp_name, mode) as handle:
             yield handle

@@ -297,8 +297,10 @@ class LookalikeRuntime:
             rows = np.asarray(to_embed)
             selected = columns if len(rows) == len(unique) else {c: v[rows] for c, v in columns.items()}
             embeddings = self.encoder.embed(selected)
+            # per-segment scorers other than the tower kNN read the preprocessed features
+            features = self.encoder.feature_matrix(selected) if self.bundle.needs_features else None
             ids = np.asarray([unique[r] for r in to_embed], dtype=np.int64)
-            for cid, item in zip(ids.tolist(), self._lookalike(ids, embeddings), strict=True):
+            for cid, item in zip(ids.tolist(), self._lookalike(ids, embeddings, features), strict=True):
                 results[cid] = item
         return self.versions, [results[cid] for cid in requested]
 
@@ -310,16 +312,13 @@ class LookalikeRuntime:
         ]
         return CustomerAssignment(customer_id=cid, status="ok", source="opt_in", segments=segments)
 
-    def _lookalike(self, ids: np.ndarray, embeddings: np.ndarray) -> list[CustomerAssignment]:
-        from index_builder.aggregation import score_neighbours
-
+    def _lookalike(self, ids: np.ndarray, embeddings: np.ndarray,
+                   features: np.ndarray | None = None) -> list[CustomerAssignment]:
         # A customer who withdrew consent is still an anchor until the next bundle: exclude
-        # their own anchor row so nobody inherits their own former labels.
-        sims, idx = self.bundle.search(
-            embeddings, self.k, exclude_anchor_rows=self.bundle.anchor_rows(ids)
-        )
-        scores = score_neighbours(sims, idx, self.anchor_weights, self.aggregation)
-        members = self.bundle.decide(scores)
+        # their own anchor row so nobody inherits their own former labels. The bundle scores
+        # each segment with its selected scorer, exactly as batch assignment does.
+        scored = self.bundle.assign_scores(embeddings, features, self.bundle.anchor_rows(ids), self.k)
+        sims, idx, scores, members = scored.sims, scored.neighbours, scored.scores, scored.decisions
         out = []
         for i, cid in enumerate(ids.tolist()):
             valid = idx[i] >= 0

@@ -65,9 +65,12 @@ class LookalikeEncoder:
 
     def __init__(
         self, tower: Tower, preprocessor: Preprocessor, contract: FeatureContract, segments: list[str],
-        metadata: dict[str, Any],
+        metadata: dict[str, Any], segment_head: torch.nn.Linear | None = None,
     ) -> None:
         self.tower = tower.eval()
+        # The auxiliary segment head trained with the tower (None when aux_weight was 0 or the
+        # checkpoint predates it): one of the per-segment scorers the index builder selects from.
+        self.segment_head = segment_head.eval() if segment_head is not None else None
         self.preprocessor = preprocessor
         self.contract = contract
         self.segments = list(segments)
@@ -85,8 +88,16 @@ class LookalikeEncoder:
         split = self.metadata["split"]
         return split_of(customer_ids, split["seed"], split["validation_fraction"], split["test_fraction"])
 
-    def feature_matrix(self, frame: pd.DataFrame) -> np.ndarray:
+    def feature_matrix(self, frame: Any) -> np.ndarray:
+        """The preprocessed feature matrix of a DataFrame or a {column: array} mapping."""
         return self.preprocessor.feature_matrix(frame)
+
+    def segment_head_arrays(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """``(weight (n_segments, dim), bias (n_segments,))`` of the auxiliary head, or None."""
+        if self.segment_head is None:
+            return None
+        return (self.segment_head.weight.detach().numpy().astype(np.float32).copy(),
+                self.segment_head.bias.detach().numpy().astype(np.float32).copy())
 
     @torch.no_grad()
     def embed(self, frame: Any, batch_size: int = 16384) -> np.ndarray:
@@ -96,7 +107,10 @@ class LookalikeEncoder:
 
     # -------------------------------------------------------------- checkpoint
     def checkpoint_payload(self) -> dict[str, Any]:
+        head = {} if self.segment_head is None else {
+            "segment_head": {k: v.detach().clone() for k, v in self.segment_head.state_dict().items()}}
         return {
+            **head,
             "format": CHECKPOINT_FORMAT,
             "state_dict": {k: v.detach().clone() for k, v in self.tower.state_dict().items()},
             "metadata_json": json.dumps(self.metadata, sort_keys=True),
@@ -135,7 +149,12 @@ class LookalikeEncoder:
         contract = FeatureContract.from_dict(json.loads(payload["contract_json"]))
         tower = Tower(preprocessor.dense_dim, preprocessor.cardinalities, ModelConfig(**metadata["model_config"]))
         tower.load_state_dict(payload["state_dict"])
-        return cls(tower, preprocessor, contract, payload["segments"], metadata)
+        head = None
+        if "segment_head" in payload:
+            weight = payload["segment_head"]["weight"]
+            head = torch.nn.Linear(weight.shape[1], weight.shape[0])
+            head.load_state_dict(payload["segment_head"])
+        return cls(tower, preprocessor, contract, payload["segments"], metadata, head)
 
 
 class EncoderPyfunc(PythonModel):

@@ -249,16 +249,18 @@ class Preprocessor:
         categorical_index = np.stack(indices, axis=1) if indices else np.zeros((n, 0), np.int64)
         return TransformedFeatures(dense=dense, categorical_index=categorical_index)
 
-    def feature_matrix(self, frame: pd.DataFrame) -> np.ndarray:
-        """The fitted preprocessing as one flat float32 matrix (input of raw-feature baselines)."""
+    def feature_matrix(self, frame: Columns) -> np.ndarray:
+        """The fitted preprocessing as one flat float32 matrix (input of the feature-based
+        scorers); a DataFrame or a mapping of column -> array, like :meth:`transform`."""
         self._check_columns(frame)
+        n = _n_rows(frame)
         blocks = self._dense_blocks(frame)
         for item in self.state["high_cardinality"]:
             other = len(item["top_values"])
             index = _codes(frame[item["column"]], item["top_values"], other)
-            onehot = np.zeros((len(frame), other + 1))
-            onehot[np.arange(len(frame)), index] = 1.0
+            onehot = np.zeros((n, other + 1))
+            onehot[np.arange(n), index] = 1.0
             blocks.append(onehot)
         if not blocks:
-            return np.zeros((len(frame), 0), np.float32)
+            return np.zeros((n, 0), np.float32)
         return np.hstack(blocks).astype(np.float32)

@@ -249,7 +249,8 @@ def fit(
         "snapshot_manifest": snapshot.manifest,
         "best_epoch": best_epoch,
     }
-    encoder = LookalikeEncoder(model.tower, preprocessor, snapshot.contract, snapshot.vocabulary, metadata)
+    encoder = LookalikeEncoder(model.tower, preprocessor, snapshot.contract, snapshot.vocabulary, metadata,
+                               model.segment_head if config.aux_weight > 0 else None)
     test_metrics = embedding_pair_metrics(
         embed_arrays(model.tower, test.dense, test.categorical_index), test_pairs, bins)
     return FitResult(

@@ -84,10 +84,23 @@ def test_report_has_expansion_quality_and_baselines(weekly_run) -> None:  # type
         assert (report / name).is_file(), name
     metrics = json.loads((report / "metrics.json").read_text())
     methods = {m["method"]: m for m in metrics["methods"]}
-    assert set(methods) == {"two_tower", "raw_feature_knn", "iv_weighted_knn", "kmeans_propagation",
-                            "logistic_regression"}
+    assert set(methods) == {"selected", "two_tower", "tower_head", "logistic_regression", "iv_weighted_knn",
+                            "gradient_boosting", "raw_feature_knn", "kmeans_propagation"}
     assert all(0 <= m["micro_f1"] <= 1 for m in methods.values())
     assert methods["two_tower"]["micro_f1"] > 0.2, metrics["methods"]
+    # the selected system is compared with the best single method, with a visible warning if below
+    best_micro = max(m["micro_f1"] for name, m in methods.items() if name != "selected")
+    below = methods["selected"]["micro_f1"] < best_micro - 0.005
+    text = (report / "report.md").read_text()
+    assert below == any("micro-F1" in w for w in metrics["warnings"]) == ("BELOW the best single method" in text
+                                                                          and "micro-F1" in text)
+    # one scorer per segment with its reason; excluded segments listed in the summary, with names
+    assert len(metrics["selection"]) == len(metrics["per_segment"])
+    assert all(row["why"] and row["name"] for row in metrics["selection"])
+    assert text.index("## Summary") < text.index("## Methods on the test split") < text.index("## Scorer per segment")
+    assert "selected (this system)" in text and "Customers reached" in text and "median" in text
+    for segment in metrics["excluded_segments"]:
+        assert segment in metrics["summary"][-1]
     # navigation segments carry no legitimate-interest signal: most must be flagged
     navigation = metrics["navigation_segments"]
     assert navigation and len(metrics["navigation_flagged_unrecoverable"]) >= 0.7 * len(navigation), (

@@ -33,8 +33,16 @@ def test_bundle_follows_the_contract(index_bundle_dir: Path, trained_model, feat
     assert bundle.anchor_segments.shape == (len(bundle.anchor_ids), len(bundle.segments))
     spec = bundle.assignment
     assert spec.k == AssignmentParams().k and spec.aggregation == "weighted" and len(spec.thresholds) == len(bundle.segments)
-    assert min(spec.thresholds) >= 0.2 - 1e-9 and "calibrated" in spec.threshold_source
+    assert all(0.0 <= t <= 1.0 for t in spec.thresholds) and "calibrated" in spec.threshold_source
     assert manifest["counts"]["calibration_customers"] > 50
+    # a scorer, its out-of-sample F1 and threshold per segment; catalog names for display
+    selection = bundle.selection
+    assert selection is not None and selection.names == bundle.segments
+    assert set(selection.scorers) == {"tower_knn", "logistic_regression", "tower_head", "iv_weighted_knn",
+                                      "gradient_boosting"}
+    assert np.allclose(selection.thresholds, spec.thresholds)
+    assert all(c.scorer in selection.scorers for c in selection.segments if c.shipped)
+    assert spec.segment_names and set(spec.segment_names) <= set(bundle.segments)
 
 
 def test_build_is_logged_to_mlflow(index_bundle_dir: Path, trained_model) -> None:  # type: ignore[no-untyped-def]

@@ -140,23 +140,34 @@ def test_assign_lookalike_optin_unknown_suppressed(inprocess_client: Any, popula
 
 @pytest.mark.integration
 def test_assign_matches_batch_scoring(inprocess_client: Any, population: Population) -> None:
-    """Online scores are the bundle's aggregation of the same neighbours (batch parity)."""
+    """/assign answers exactly what batch assignment computes for the same customers: each
+    segment scored by the scorer the bundle selected for it, same thresholds, same exclusions."""
     from _bentoml_sdk.service import get_current_service
 
+    from index_builder.assign import score_in_chunks
+
     runtime = get_current_service().runtime
-    ids = population.non_opt_in[:20]
+    selection = runtime.bundle.selection
+    assert selection is not None
+    # the parity covers more than the tower kNN: several scorers are in use
+    assert len(selection.columns_by_scorer()) >= 2, selection.chosen
+    ids = population.non_opt_in[:40]
     frame, found = runtime.reader.read(ids)
     assert np.asarray(found).all()
     embeddings = runtime.encoder.embed(frame)
-    expected = runtime.bundle.score(embeddings, exclude_anchor_rows=runtime.bundle.anchor_rows(ids))
-    members = runtime.bundle.decide(expected)
+    features = runtime.encoder.feature_matrix(frame)
+    expected, members = score_in_chunks(runtime.bundle, embeddings, features, 16384,
+                                        runtime.bundle.anchor_rows(ids))
+    assert not members[:, ~selection.shipped].any()
     results = inprocess_client.post("/assign", json={"customer_ids": ids}).json()["results"]
+    assert sum(len(r["segments"]) for r in results) > 0
     for i, result in enumerate(results):
         got = {s["segment"]: s["score"] for s in result["segments"]}
         want = {runtime.segments[j]: float(expected[i, j]) for j in np.flatnonzero(members[i])}
         assert got.keys() == want.keys()
         for segment, score in want.items():
             assert got[segment] == pytest.approx(score, abs=1e-5)
+        assert all(s["name"] for s in result["segments"])  # catalog display names
 
 
 @pytest.mark.integration

@@ -1,0 +1,403 @@
+"""Candidate per-segment scorers: out-of-sample scores for selection, fitted state for serving.
+
+Every scorer maps a customer to one score per segment (higher = more likely a holder). The
+index builder computes, for each scorer, scores on opt-in anchors that the scorer did not
+train on, and fits the state that batch assignment, evaluation and ``/assign`` use:
+
+========================  ==================================================  ======================================
+scorer (simplest first)   out-of-sample scores                                fitted state (bundle ``scorers/``)
+========================  ==================================================  ======================================
+``logistic_regression``   K-fold cross-fitting over non-test anchors          one coefficient row per segment
+``tower_head``            validation anchors (the head trained with the        the auxiliary head's weight and bias
+                          tower on the train split)
+``tower_knn``             validation anchors, neighbours among non-test        the FAISS index itself
+                          anchors without themselves (the tower trained on
+                          the train split)
+``iv_weighted_knn``       leave-one-out among non-test anchors                IV weights per segment + anchor features
+``gradient_boosting``     K-fold cross-fitting over non-test anchors          one LightGBM model per segment
+========================  ==================================================  ======================================
+
+The test split never enters a fit, a threshold or a selection: it is for the report only.
+Inputs are the encoder's embeddings (L2-normalised) and ``encoder.feature_matrix`` (the
+preprocessed legitimate-interest features), so the privacy guard upstream covers every scorer.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+from tqdm import tqdm
+
+from index_builder import faiss_backend
+from index_builder.aggregation import score_neighbours
+from index_builder.baselines import information_value
+from lookalike.errors import ArtifactError, ConfigError
+
+log = logging.getLogger(__name__)
+
+# Simplest first (linear before non-parametric, fewest fitted degrees of freedom first): a
+# later scorer must beat an earlier one by more than the noise of the comparison.
+SCORERS = ("logistic_regression", "tower_head", "tower_knn", "iv_weighted_knn", "gradient_boosting")
+# Scorers that need the preprocessed feature matrix (the others only need embeddings).
+FEATURE_SCORERS = frozenset({"logistic_regression", "iv_weighted_knn", "gradient_boosting"})
+STATE_FILE = "state.npz"
+GBM_DIR = "gradient_boosting"
+ANCHOR_FEATURES_FILE = "anchor_features.npy"
+SCORERS_JSON = "scorers.json"
+
+
+def check_scorer_names(names: Sequence[str]) -> list[str]:
+    unknown = sorted(set(names) - set(SCORERS))
+    if unknown or not names:
+        raise ConfigError(f"assignment.scorers must be a non-empty subset of {list(SCORERS)}; unknown {unknown}")
+    return [s for s in SCORERS if s in names]
+
+
+@dataclass
+class AnchorData:
+    """What the scorers learn from: every anchor, in index row order."""
+
+    embeddings: np.ndarray  # (n, dim) float32, L2-normalised
+    features: np.ndarray  # (n, d) float32, encoder.feature_matrix
+    labels: sp.csr_matrix  # (n, n_segments) binary
+    split: np.ndarray  # "train" | "validation" | "test" per anchor
+
+    @property
+    def fit_rows(self) -> np.ndarray:
+        """Anchors a scorer may learn from: everything outside the test split."""
+        return np.flatnonzero(self.split != "test")
+
+    @property
+    def validation_rows(self) -> np.ndarray:
+        return np.flatnonzero(self.split == "validation")
+
+    def dense_labels(self, rows: np.ndarray) -> np.ndarray:
+        return np.asarray(self.labels[rows].toarray(), dtype=bool)
+
+
+@dataclass
+class ScorerParams:
+    k: int
+    aggregation: str
+    folds: int = 5
+    seed: int = 0
+    # One thread: on a shared 2-core box LightGBM's OpenMP with 2 threads took 39 s for a fit
+    # that takes 0.6 s with 1 (bench/README.md, "Scorer selection").
+    threads: int = 1
+    # Generic, untuned defaults (never fitted to one base): shallow trees, coarse histograms.
+    gbm_trees: int = 100
+    gbm_learning_rate: float = 0.1
+    gbm_leaves: int = 15
+    gbm_max_bin: int = 63
+    gbm_min_child_samples: int = 20
+    logistic_c: float = 1.0
+
+
+@dataclass
+class OutOfSample:
+    rows: np.ndarray  # anchor rows the scores belong to
+    scores: np.ndarray  # (len(rows), n_segments)
+
+
+def fold_ids(n: int, folds: int, seed: int) -> np.ndarray:
+    """Balanced random fold number per row, deterministic for a seed."""
+    order = np.random.default_rng(seed).permutation(n)
+    out = np.empty(n, dtype=np.int64)
+    out[order] = np.arange(n) % max(1, min(folds, n))
+    return out
+
+
+# ---------------------------------------------------------------- per-segment learners
+def _fit_logistic(x: np.ndarray, y: np.ndarray, params: ScorerParams) -> tuple[np.ndarray, float] | float:
+    """``(coef, intercept)``, or the constant prevalence when one class is missing."""
+    from sklearn.linear_model import LogisticRegression
+
+    if y.all() or not y.any():
+        return float(y.mean()) if len(y) else 0.0
+    model = LogisticRegression(C=params.logistic_c, max_iter=500)
+    model.fit(x, y)
+    return model.coef_[0].astype(np.float32), float(model.intercept_[0])
+
+
+def _logistic_apply(x: np.ndarray, coef: np.ndarray, intercept: np.ndarray) -> np.ndarray:
+    logits = x @ coef.T + intercept
+    return (1.0 / (1.0 + np.exp(-np.clip(logits, -30, 30)))).astype(np.float32)
+
+
+def _fit_gbm(x: np.ndarray, y: np.ndarray, params: ScorerParams) -> Any:
+    """A LightGBM booster, or the constant prevalence when one class is missing."""
+    import lightgbm as lgb
+
+    if y.all() or not y.any():
+        return float(y.mean()) if len(y) else 0.0
+    model = lgb.LGBMClassifier(
+        n_estimators=params.gbm_trees, learning_rate=params.gbm_learning_rate, num_leaves=params.gbm_leaves,
+        min_child_samples=min(params.gbm_min_child_samples, max(2, len(y) // 10)),
+        subsample=0.8, subsample_freq=1, colsample_bytree=0.5, reg_lambda=1.0, max_bin=params.gbm_max_bin,
+        n_jobs=params.threads, random_state=params.seed, verbose=-1,
+    )
+    model.fit(x, y.astype(np.int32))
+    return model.booster_
+
+
+def _gbm_apply(model: Any, x: np.ndarray) -> np.ndarray:
+    if isinstance(model, float):
+        return np.full(x.shape[0], model, dtype=np.float32)
+    return np.asarray(model.predict(x, num_threads=1 if x.shape[0] < 256 else 0), dtype=np.float32)
+
+
+def _cross_fit(x: np.ndarray, y: np.ndarray, folds: np.ndarray, fit: Any, apply: Any) -> np.ndarray:
+    out = np.zeros(len(y), dtype=np.float32)
+    for fold in np.unique(folds):
+        held = folds == fold
+        model = fit(x[~held], y[~held])
+        out[held] = apply(model, x[held])
+    return out
+
+
+def _iv_weights(features: np.ndarray, y: np.ndarray) -> np.ndarray | None:
+    """Information-value weights of the features for one segment (None: no usable signal)."""
+    weights = information_value(features > 0, y)
+    return weights if np.any(weights > 0) else None
+
+
+def _knn(pool: np.ndarray, pool_labels: sp.csr_matrix, queries: np.ndarray, k: int, aggregation: str,
+         exclude_rows: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Exact cosine kNN scores (and the neighbours) of ``queries`` against ``pool``."""
+    index = faiss_backend.faiss.IndexFlatIP(pool.shape[1])
+    index.add(np.ascontiguousarray(pool, dtype=np.float32))
+    k = min(k, pool.shape[0] - (1 if exclude_rows is not None else 0))
+    normalised = faiss_backend.l2_normalise(queries)
+    if exclude_rows is None:
+        sims, ids = faiss_backend.search(index, normalised, k)
+    else:
+        sims, ids = faiss_backend.search_excluding_self(index, normalised, exclude_rows, k)
+    return score_neighbours(sims, ids, pool_labels, aggregation), sims, ids
+
+
+def weighted_knn_vote(pool: np.ndarray, holders: np.ndarray, queries: np.ndarray, weights: np.ndarray, k: int,
+                      exclude_rows: np.ndarray | None = None, chunk: int = 2048,
+                      pool_norm: np.ndarray | None = None) -> np.ndarray:
+    """Share of holders among the k nearest pool rows by cosine in the feature space scaled by
+    ``weights`` (IV-weighted kNN). ``exclude_rows[i]`` (pool row or -1) is left out of query i's
+    neighbours. One exact NumPy path for batch and online: the scaled pool is never materialised
+    (``(q w^2) . a``), so a single online query costs one matrix-vector product per segment."""
+    k = min(k, pool.shape[0] - (1 if exclude_rows is not None else 0))
+    if k < 1:
+        return np.full(queries.shape[0], holders.mean() if len(holders) else 0.0, np.float32)
+    squared = (weights * weights).astype(np.float32)
+    if pool_norm is None:
+        pool_norm = np.sqrt(np.maximum((pool * pool) @ squared, 1e-12)).astype(np.float32)
+    holders = np.asarray(holders, dtype=np.float32)
+    out = np.empty(queries.shape[0], dtype=np.float32)
+    for start in range(0, queries.shape[0], chunk):
+        q = queries[start:start + chunk]
+        q_norm = np.sqrt(np.maximum((q * q) @ squared, 1e-12))
+        sims = ((q * squared) @ pool.T) / (q_norm[:, None] * pool_norm[None, :])
+        if exclude_rows is not None:
+            rows = np.asarray(exclude_rows[start:start + chunk])
+            mine = np.flatnonzero(rows >= 0)
+            sims[mine, rows[mine]] = -np.inf
+        top = np.argpartition(-sims, k - 1, axis=1)[:, :k]
+        out[start:start + chunk] = holders[top].mean(axis=1)
+    return out
+
+
+# ---------------------------------------------------------------- out-of-sample scores
+def out_of_sample(name: str, data: AnchorData, params: ScorerParams,
+                  head: tuple[np.ndarray, np.ndarray] | None = None) -> OutOfSample | None:
+    """Scores of ``name`` on anchors it did not learn from (None when it cannot run here)."""
+    fit_rows = data.fit_rows
+    n_segments = data.labels.shape[1]
+    if name == "tower_knn" or name == "tower_head":
+        rows = data.validation_rows
+        if len(rows) == 0:
+            return None
+        if name == "tower_head":
+            if head is None:
+                return None
+            return OutOfSample(rows, _logistic_apply(data.embeddings[rows], head[0], head[1]))
+        # neighbours among non-test anchors only, so test labels never shape a threshold
+        pool = data.embeddings[fit_rows]
+        position = np.searchsorted(fit_rows, rows)
+        scores, _, _ = _knn(pool, data.labels[fit_rows], data.embeddings[rows], params.k,
+                            params.aggregation, position)
+        return OutOfSample(rows, scores)
+    x, y_all = data.features[fit_rows], data.dense_labels(fit_rows)
+    out = np.zeros((len(fit_rows), n_segments), dtype=np.float32)
+    if name == "iv_weighted_knn":
+        for j in tqdm(range(n_segments), desc="iv-weighted kNN (leave-one-out)", unit="segment", leave=False):
+            weights = _iv_weights(x, y_all[:, j])
+            if weights is None:
+                out[:, j] = y_all[:, j].mean()
+                continue
+            out[:, j] = weighted_knn_vote(x, y_all[:, j], x, weights, params.k, np.arange(len(fit_rows)))
+        return OutOfSample(fit_rows, out)
+    folds = fold_ids(len(fit_rows), params.folds, params.seed)
+    if name == "logistic_regression":
+        def fit(a: np.ndarray, b: np.ndarray) -> Any:
+            return _fit_logistic(a, b, params)
+
+        def apply(m: Any, a: np.ndarray) -> np.ndarray:
+            if isinstance(m, float):
+                return np.full(a.shape[0], m, np.float32)
+            return _logistic_apply(a, m[0][None, :], np.asarray([m[1]]))[:, 0]
+    elif name == "gradient_boosting":
+        def fit(a: np.ndarray, b: np.ndarray) -> Any:
+            return _fit_gbm(a, b, params)
+
+        apply = _gbm_apply  # type: ignore[assignment]
+    else:
+        raise ConfigError(f"unknown scorer {name!r}")
+    for j in tqdm(range(n_segments), desc=f"{name} ({params.folds}-fold cross-fit)", unit="segment",
+                  leave=False):
+        out[:, j] = _cross_fit(x, y_all[:, j], folds, fit, apply)
+    return OutOfSample(fit_rows, out)
+
+
+# ---------------------------------------------------------------- fitted state
+@dataclass
+class FittedScorers:
+    """The state of every available scorer, fitted on all non-test anchors."""
+
+    names: list[str]
+    arrays: dict[str, np.ndarray] = field(default_factory=dict)
+    boosters: list[Any] = field(default_factory=list)  # per segment: Booster | float
+    anchor_features: np.ndarray | None = None
+    k: int = 40
+    aggregation: str = "weighted"
+    iv_pool_labels: sp.csr_matrix | None = None
+
+    @functools.cached_property
+    def _iv_pool(self) -> tuple[np.ndarray, np.ndarray]:
+        """Dense holder matrix and the anchors' weighted norms per segment, computed once per
+        bundle so an online request costs one matrix-vector product per IV-kNN segment."""
+        assert self.anchor_features is not None and self.iv_pool_labels is not None
+        squared = self.arrays["iv_weights"] ** 2
+        norms = np.sqrt(np.maximum((self.anchor_features ** 2) @ squared.T, 1e-12)).astype(np.float32)
+        return self.iv_pool_labels.toarray().astype(np.float32), norms
+
+    @property
+    def needs_features(self) -> bool:
+        return bool(FEATURE_SCORERS & set(self.names))
+
+    def score(self, name: str, embeddings: np.ndarray, features: np.ndarray | None, columns: np.ndarray,
+              exclude_anchor_rows: np.ndarray | None = None) -> np.ndarray:
+        """Scores ``(n, len(columns))`` of scorer ``name`` (not ``tower_knn``: the bundle's index)."""
+        n = embeddings.shape[0]
+        columns = np.asarray(columns, dtype=np.int64)
+        if name == "tower_head":
+            return _logistic_apply(embeddings, self.arrays["head_weight"][columns],
+                                   self.arrays["head_bias"][columns])
+        if features is None or features.shape[0] != n:
+            raise ArtifactError(f"scorer {name} needs the feature matrix of the {n} customers")
+        if name == "logistic_regression":
+            scores = _logistic_apply(features, self.arrays["logistic_coef"][columns],
+                                     self.arrays["logistic_intercept"][columns])
+            constant = self.arrays["logistic_constant"][columns]
+            return np.where(np.isnan(constant), scores, constant).astype(np.float32)
+        if name == "gradient_boosting":
+            out = np.empty((n, len(columns)), dtype=np.float32)
+            for i, j in enumerate(columns):
+                out[:, i] = _gbm_apply(self.boosters[j], features)
+            return out
+        if name == "iv_weighted_knn":
+            assert self.anchor_features is not None and self.iv_pool_labels is not None
+            weights = self.arrays["iv_weights"]
+            constant = self.arrays["iv_constant"]
+            out = np.empty((n, len(columns)), dtype=np.float32)
+            for i, j in enumerate(columns):
+                if not np.isnan(constant[j]):
+                    out[:, i] = constant[j]
+                    continue
+                holders, norms = self._iv_pool
+                out[:, i] = weighted_knn_vote(self.anchor_features, holders[:, j], features, weights[j], self.k,
+                                              exclude_anchor_rows, pool_norm=norms[:, j])
+            return out
+        raise ArtifactError(f"scorer {name!r} is not stored in this bundle")
+
+    # -------------------------------------------------------------- persistence
+    def save(self, directory: Path) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        np.savez(directory / STATE_FILE, **self.arrays)  # type: ignore[arg-type]
+        if self.anchor_features is not None:
+            np.save(directory / ANCHOR_FEATURES_FILE, self.anchor_features.astype(np.float32))
+        constants: dict[str, float] = {}
+        if self.boosters:
+            (directory / GBM_DIR).mkdir(exist_ok=True)
+            for j, model in enumerate(self.boosters):
+                if isinstance(model, float):
+                    constants[str(j)] = model
+                else:
+                    model.save_model(str(directory / GBM_DIR / f"{j}.txt"))
+        (directory / SCORERS_JSON).write_text(json.dumps(
+            {"names": self.names, "k": self.k, "aggregation": self.aggregation,
+             "gradient_boosting_segments": len(self.boosters), "gradient_boosting_constants": constants},
+            indent=2, sort_keys=True) + "\n")
+
+    @classmethod
+    def load(cls, directory: Path, anchor_labels: sp.csr_matrix) -> FittedScorers:
+        meta = json.loads((directory / SCORERS_JSON).read_text())
+        with np.load(directory / STATE_FILE) as state:
+            arrays = {k: state[k] for k in state.files}
+        features_path = directory / ANCHOR_FEATURES_FILE
+        anchor_features = np.load(features_path) if features_path.is_file() else None
+        boosters: list[Any] = []
+        if meta.get("gradient_boosting_segments"):
+            import lightgbm as lgb
+
+            constants = meta.get("gradient_boosting_constants", {})
+            for j in range(int(meta["gradient_boosting_segments"])):
+                boosters.append(float(constants[str(j)]) if str(j) in constants else
+                                lgb.Booster(model_file=str(directory / GBM_DIR / f"{j}.txt")))
+        return cls(list(meta["names"]), arrays, boosters, anchor_features, int(meta["k"]), meta["aggregation"],
+                   sp.csr_matrix(anchor_labels, dtype=np.uint8) if anchor_features is not None else None)
+
+
+def fit_scorers(names: Sequence[str], data: AnchorData, params: ScorerParams,
+                head: tuple[np.ndarray, np.ndarray] | None = None) -> FittedScorers:
+    """Fit every scorer in ``names`` (except ``tower_knn``, which is the index) on non-test anchors."""
+    fit_rows = data.fit_rows
+    x, y_all = data.features[fit_rows], data.dense_labels(fit_rows)
+    n_segments = y_all.shape[1]
+    fitted = FittedScorers([n for n in names if n != "tower_head" or head is not None], k=params.k,
+                           aggregation=params.aggregation)
+    if "tower_head" in names and head is not None:
+        fitted.arrays["head_weight"], fitted.arrays["head_bias"] = head[0], head[1]
+    if "logistic_regression" in names:
+        coef = np.zeros((n_segments, x.shape[1]), np.float32)
+        intercept = np.zeros(n_segments, np.float32)
+        constant = np.full(n_segments, np.nan, np.float32)
+        for j in tqdm(range(n_segments), desc="logistic regression (fit)", unit="segment", leave=False):
+            model = _fit_logistic(x, y_all[:, j], params)
+            if isinstance(model, float):
+                constant[j] = model
+            else:
+                coef[j], intercept[j] = model
+        fitted.arrays.update(logistic_coef=coef, logistic_intercept=intercept, logistic_constant=constant)
+    if "gradient_boosting" in names:
+        fitted.boosters = [_fit_gbm(x, y_all[:, j], params)
+                           for j in tqdm(range(n_segments), desc="gradient boosting (fit)", unit="segment",
+                                         leave=False)]
+    if "iv_weighted_knn" in names:
+        weights = np.zeros((n_segments, x.shape[1]), np.float32)
+        constant = np.full(n_segments, np.nan, np.float32)
+        for j in range(n_segments):
+            w = _iv_weights(x, y_all[:, j])
+            if w is None:
+                constant[j] = y_all[:, j].mean()
+            else:
+                weights[j] = w
+        fitted.arrays.update(iv_weights=weights, iv_constant=constant)
+        # every anchor is a neighbour candidate at assignment time, like the tower's index
+        fitted.anchor_features = np.ascontiguousarray(data.features, dtype=np.float32)
+        fitted.iv_pool_labels = sp.csr_matrix(data.labels, dtype=np.uint8)
+    return fitted

@@ -1,0 +1,263 @@
+"""Per-segment choice of scorer, threshold and shipping, from out-of-sample scores only.
+
+For every segment and every candidate scorer (:mod:`index_builder.scorers`):
+
+- the threshold maximises F1 over the scorer's out-of-sample scores on non-test anchors;
+- its *out-of-sample F1* is cross-validated as well: the anchors are split into folds, each
+  fold is decided with the threshold chosen on the other folds, and F1 is computed over the
+  pooled decisions. A threshold never grades itself, so a scorer with few out-of-sample rows
+  (the tower's validation split) is not favoured by the optimism of picking the best cut-off;
+- a scorer with fewer than ``min_positives`` holders among its rows is not eligible.
+
+Scorers are compared pairwise, simplest first (order of ``scorers.SCORERS``), on the anchors
+both were scored on (the tower's scorers only have the validation split): a more complex
+scorer replaces the current choice only if its F1 is higher by more than one bootstrap
+standard error of the paired difference (and ``tie_tolerance``) -- the one-standard-error
+rule, so a small base keeps the simpler scorer unless the data clearly says otherwise.
+A segment whose chosen scorer does not beat the prevalence prior (F1 of "everybody holds it",
+``2p / (1 + p)``) on the same rows by more than one bootstrap standard error is not shipped
+as a lookalike segment unless the configuration says so (the best of five scorers beats the
+prior by chance on a segment the features know nothing about).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from index_builder.aggregation import best_f1_threshold
+from index_builder.metrics import prior_f1
+from index_builder.scorers import SCORERS, OutOfSample, fold_ids
+from lookalike.errors import ArtifactError
+
+SELECTION_FILE = "selection.json"
+
+
+@dataclass
+class CandidateFit:
+    threshold: float
+    oos_f1: float
+    rows: int
+    positives: int
+    eligible: bool
+    # beats the prevalence prior by more than one standard error on its out-of-sample rows
+    beats_prior: bool = False
+
+
+@dataclass
+class SegmentChoice:
+    segment: str
+    scorer: str | None  # None: no scorer could be measured (too few holders)
+    threshold: float
+    oos_f1: float
+    prior_f1: float
+    shipped: bool
+    reason: str
+    candidates: dict[str, CandidateFit] = field(default_factory=dict)
+
+
+@dataclass
+class Selection:
+    segments: list[SegmentChoice]
+    scorers: list[str]  # candidates that were evaluated
+    folds: int
+    tie_tolerance: float
+    min_positives: int
+
+    @property
+    def names(self) -> list[str]:
+        return [c.segment for c in self.segments]
+
+    @property
+    def thresholds(self) -> np.ndarray:
+        return np.asarray([c.threshold for c in self.segments], dtype=np.float32)
+
+    @property
+    def shipped(self) -> np.ndarray:
+        return np.asarray([c.shipped for c in self.segments], dtype=bool)
+
+    @property
+    def chosen(self) -> list[str | None]:
+        return [c.scorer for c in self.segments]
+
+    def columns_by_scorer(self, only_shipped: bool = True) -> dict[str, np.ndarray]:
+        """Segment columns each scorer must score (shipped segments only, by default)."""
+        out: dict[str, list[int]] = {}
+        for j, choice in enumerate(self.segments):
+            if choice.scorer is not None and (choice.shipped or not only_shipped):
+                out.setdefault(choice.scorer, []).append(j)
+        return {name: np.asarray(cols, dtype=np.int64) for name, cols in out.items()}
+
+    def thresholds_of(self, scorer: str) -> np.ndarray:
+        """That scorer's own out-of-sample thresholds (for reporting it as a single method)."""
+        return np.asarray([c.candidates[scorer].threshold if scorer in c.candidates else 1.0
+                           for c in self.segments], dtype=np.float32)
+
+    def shipped_of(self, scorer: str) -> np.ndarray:
+        """Segments that scorer would ship alone under the same prior rule (for the report)."""
+        return np.asarray([scorer in c.candidates and c.candidates[scorer].beats_prior for c in self.segments],
+                          dtype=bool)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, payload: Mapping[str, Any]) -> Selection:
+        try:
+            segments = [SegmentChoice(**{**c, "candidates": {k: CandidateFit(**v) for k, v in c["candidates"].items()}})
+                        for c in payload["segments"]]
+            return cls(segments, list(payload["scorers"]), int(payload["folds"]), float(payload["tie_tolerance"]),
+                       int(payload["min_positives"]))
+        except (KeyError, TypeError) as exc:
+            raise ArtifactError(f"{SELECTION_FILE}: malformed ({exc})") from exc
+
+
+def cross_validated_decisions(scores: np.ndarray, truth: np.ndarray, folds: int, seed: int = 0,
+                              floor: float = 0.0) -> tuple[float, np.ndarray]:
+    """``(threshold on all rows, decisions of each fold at the threshold chosen on the others)``."""
+    truth = np.asarray(truth, dtype=bool)
+    threshold, _ = best_f1_threshold(scores, truth)
+    fold = fold_ids(len(scores), folds, seed)
+    predicted = np.zeros(len(scores), dtype=bool)
+    for f in np.unique(fold):
+        held = fold == f
+        cut, _ = best_f1_threshold(scores[~held], truth[~held])
+        predicted[held] = scores[held] >= max(cut, floor) - 1e-6
+    return max(threshold, floor), predicted
+
+
+def _f1(predicted: np.ndarray, truth: np.ndarray) -> float:
+    tp = int((predicted & truth).sum())
+    wrong = int((predicted != truth).sum())
+    return 2 * tp / (2 * tp + wrong) if tp + wrong else 0.0
+
+
+def cross_validated_f1(scores: np.ndarray, truth: np.ndarray, folds: int, seed: int = 0,
+                       floor: float = 0.0) -> tuple[float, float]:
+    """``(threshold on all rows, F1 of thresholds chosen on the other folds)`` for one segment."""
+    threshold, predicted = cross_validated_decisions(scores, truth, folds, seed, floor)
+    return threshold, _f1(predicted, np.asarray(truth, dtype=bool))
+
+
+def beats_prior(predicted: np.ndarray, truth: np.ndarray, resamples: int = 200, seed: int = 0) -> tuple[float, float]:
+    """``(F1 - prior F1, its bootstrap standard error)`` over the same rows.
+
+    The best of several noisy scorers beats the prior by chance on a segment the features
+    know nothing about; shipping requires the gain to exceed one standard error.
+    """
+    truth = np.asarray(truth, dtype=bool)
+    rng = np.random.default_rng(seed)
+    n = len(truth)
+    p = truth.mean()
+    gain = _f1(predicted, truth) - 2 * p / (1 + p)
+    gains = np.empty(resamples)
+    for b in range(resamples):
+        rows = rng.integers(0, n, n)
+        t, d = truth[rows], predicted[rows]
+        q = t.mean()
+        gains[b] = _f1(d, t) - (2 * q / (1 + q) if q > 0 else 0.0)
+    return float(gain), float(gains.std())
+
+
+def paired_gain(predicted_a: np.ndarray, predicted_b: np.ndarray, truth: np.ndarray, resamples: int = 100,
+                seed: int = 0) -> tuple[float, float]:
+    """``(F1(b) - F1(a), bootstrap standard error of that difference)`` on the same rows."""
+    rng = np.random.default_rng(seed)
+    n = len(truth)
+    gain = _f1(predicted_b, truth) - _f1(predicted_a, truth)
+    gains = np.empty(resamples)
+    for r in range(resamples):
+        rows = rng.integers(0, n, n)
+        gains[r] = _f1(predicted_b[rows], truth[rows]) - _f1(predicted_a[rows], truth[rows])
+    return float(gain), float(gains.std())
+
+
+def _tournament(eligible: Sequence[str], decisions: Mapping[str, tuple[np.ndarray, np.ndarray, np.ndarray]],
+                tie_tolerance: float, seed: int = 0) -> str:
+    """Simplest first; a later scorer takes over only if its F1 beats the current one's by more
+    than one standard error (and ``tie_tolerance``) on the rows both were scored on out of
+    sample -- the one-standard-error rule, on paired rows so that the tower's few validation
+    rows cannot win on noise."""
+    current = eligible[0]
+    for challenger in eligible[1:]:
+        rows_a, predicted_a, truth_a = decisions[current]
+        rows_b, predicted_b, _ = decisions[challenger]
+        common, in_a, in_b = np.intersect1d(rows_a, rows_b, assume_unique=True, return_indices=True)
+        if len(common) == 0:
+            continue
+        gain, error = paired_gain(predicted_a[in_a], predicted_b[in_b], truth_a[in_a], seed=seed)
+        if gain > max(tie_tolerance, error):
+            current = challenger
+    return current
+
+
+def select(
+    oos: Mapping[str, OutOfSample],
+    labels: np.ndarray,
+    segments: Sequence[str],
+    *,
+    folds: int = 5,
+    tie_tolerance: float = 0.002,
+    min_positives: int = 5,
+    threshold_floor: float = 0.0,
+    prevalence_rows: np.ndarray | None = None,
+    ship_without_signal: bool = False,
+    ship_segments: Sequence[str] = (),
+    seed: int = 0,
+) -> Selection:
+    """Choose a scorer per segment. ``labels`` is the dense anchors x segments matrix (only the
+    rows named by each :class:`OutOfSample` are read); ``prevalence_rows`` the anchors the prior
+    is measured on (non-test anchors)."""
+    labels = np.asarray(labels, dtype=bool)
+    base = labels if prevalence_rows is None else labels[prevalence_rows]
+    priors = prior_f1(base.mean(axis=0)) if len(base) else np.zeros(len(segments))
+    order = [s for s in SCORERS if s in oos]
+    forced = set(ship_segments)
+    choices = []
+    for j, segment in enumerate(segments):
+        fits: dict[str, CandidateFit] = {}
+        gains: dict[str, tuple[float, float]] = {}
+        decisions: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+        for name in order:
+            rows, scores = oos[name].rows, oos[name].scores[:, j]
+            truth = labels[rows, j]
+            positives = int(truth.sum())
+            if positives < min_positives:
+                fits[name] = CandidateFit(1.0, 0.0, len(rows), positives, False)
+                continue
+            threshold, predicted = cross_validated_decisions(scores, truth, folds, seed, threshold_floor)
+            gain, gain_se = beats_prior(predicted, truth, seed=seed)
+            gains[name] = (gain, gain_se)
+            decisions[name] = (rows, predicted, truth)
+            fits[name] = CandidateFit(round(threshold, 6), round(_f1(predicted, truth), 6), len(rows), positives,
+                                      True, bool(gain > gain_se))
+        eligible = [n for n in order if fits[n].eligible]
+        prior = float(priors[j])
+        if not eligible:
+            choices.append(SegmentChoice(segment, None, 1.0, 0.0, round(prior, 6), False,
+                                         f"fewer than {min_positives} opt-in holders to measure any scorer",
+                                         fits))
+            continue
+        chosen = _tournament(eligible, decisions, tie_tolerance, seed)
+        fit = fits[chosen]
+        gain, gain_se = gains[chosen]
+        signal = fit.beats_prior
+        shipped = signal or ship_without_signal or segment in forced
+        if signal:
+            runner = [n for n in eligible if n != chosen]
+            reason = f"out-of-sample F1 {fit.oos_f1:.3f}"
+            if runner:
+                second = max(runner, key=lambda n: fits[n].oos_f1)
+                reason += (f"; next {second} {fits[second].oos_f1:.3f}"
+                           + (": not better by more than a standard error on the same rows, so the simpler one"
+                              if fits[second].oos_f1 > fit.oos_f1 else ""))
+        else:
+            reason = (f"out-of-sample F1 {fit.oos_f1:.3f} does not beat the prevalence prior {prior:.3f} "
+                      f"by more than its standard error ({gain:+.3f} ± {gain_se:.3f})"
+                      + ("; shipped by configuration" if shipped else ": no lookalikes"))
+        choices.append(SegmentChoice(segment, chosen, fit.threshold, fit.oos_f1, round(prior, 6), shipped,
+                                     reason, fits))
+    return Selection(choices, order, folds, tie_tolerance, min_positives)

@@ -1,0 +1,121 @@
+"""Per-segment scorer selection: out-of-sample only, sensible choices, no shipping without signal."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from index_builder.build import build_bundle_from_arrays
+from index_builder.bundle import load_bundle
+from index_builder.config import AssignmentParams
+from index_builder.faiss_backend import IndexParams
+from index_builder.scorers import OutOfSample
+from index_builder.selection import cross_validated_f1, select
+
+pytestmark = pytest.mark.unit
+
+SEGMENTS = ["linear", "cluster", "noise", "rare_linear"]
+
+
+def synthetic_anchors(n: int = 700, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Features, embeddings, labels, split. ``linear`` is a threshold on one feature, ``cluster``
+    is membership of one of six tight clusters (which the embedding separates), ``noise`` is
+    independent of everything."""
+    rng = np.random.default_rng(seed)
+    cluster = rng.integers(0, 6, n)
+    centres = rng.normal(size=(6, 12)) * 3
+    features = (centres[cluster] + rng.normal(size=(n, 12))).astype(np.float32)
+    features[:, 0] = rng.normal(size=n)  # the linear feature is independent of the clusters
+    labels = np.zeros((n, len(SEGMENTS)), dtype=bool)
+    labels[:, 0] = features[:, 0] > 0.4
+    labels[:, 1] = cluster == 2
+    labels[:, 2] = rng.random(n) < 0.3
+    labels[:, 3] = features[:, 0] > 1.3
+    embeddings = np.eye(6, 16, dtype=np.float32)[cluster] + 0.05 * rng.normal(size=(n, 16)).astype(np.float32)
+    split = np.array(["train", "validation", "test"])[rng.choice(3, n, p=[0.6, 0.25, 0.15])]
+    return features, embeddings, labels, split
+
+
+def build(tmp: Path, labels: np.ndarray, features: np.ndarray, embeddings: np.ndarray, split: np.ndarray,
+          **params: object) -> Path:
+    assignment = AssignmentParams(k=15, **params)  # type: ignore[arg-type]
+    head = (np.zeros((len(SEGMENTS), embeddings.shape[1]), np.float32), np.zeros(len(SEGMENTS), np.float32))
+    build_bundle_from_arrays(tmp, embeddings, np.arange(len(labels)) + 1000, sp.csr_matrix(labels), SEGMENTS, split,
+                             IndexParams(), assignment, features=features, head=head,
+                             index_version="v", model_version="1", run_date="2026-11-22")
+    return tmp
+
+
+def test_selection_picks_linear_for_linear_and_knn_for_clusters_and_drops_noise(tmp_path: Path) -> None:
+    features, embeddings, labels, split = synthetic_anchors()
+    bundle = load_bundle(build(tmp_path / "b", labels, features, embeddings, split))
+    assert bundle.selection is not None
+    choice = {c.segment: c for c in bundle.selection.segments}
+    assert choice["linear"].scorer in {"logistic_regression", "gradient_boosting"}
+    assert choice["linear"].candidates["logistic_regression"].oos_f1 > choice["linear"].candidates["tower_knn"].oos_f1
+    assert choice["cluster"].oos_f1 > 0.95 and choice["cluster"].candidates["tower_knn"].oos_f1 > 0.95
+    assert not choice["noise"].shipped and "prior" in choice["noise"].reason
+    assert all(choice[s].shipped for s in ("linear", "cluster"))
+    # decisions never include an unshipped segment
+    scored = bundle.assign_scores(embeddings[:50], features[:50], np.arange(50))
+    assert not scored.decisions[:, SEGMENTS.index("noise")].any()
+    assert scored.decisions[:, SEGMENTS.index("linear")].any()
+
+
+def test_test_split_labels_never_shape_thresholds_or_selection(tmp_path: Path) -> None:
+    """Poison every label of the test split: thresholds, choices and fitted scorers are unchanged."""
+    features, embeddings, labels, split = synthetic_anchors(seed=1)
+    poisoned = labels.copy()
+    test = split == "test"
+    poisoned[test] = np.random.default_rng(9).random((int(test.sum()), len(SEGMENTS))) < 0.5
+    assert (poisoned[test] != labels[test]).any()
+    clean = build(tmp_path / "clean", labels, features, embeddings, split)
+    dirty = build(tmp_path / "dirty", poisoned, features, embeddings, split)
+    assert json.loads((clean / "selection.json").read_text()) == json.loads((dirty / "selection.json").read_text())
+    a, b = json.loads((clean / "assignment.json").read_text()), json.loads((dirty / "assignment.json").read_text())
+    assert a["thresholds"] == b["thresholds"]
+    with np.load(clean / "scorers" / "state.npz") as left, np.load(dirty / "scorers" / "state.npz") as right:
+        assert set(left.files) == set(right.files)
+        for name in left.files:
+            np.testing.assert_array_equal(left[name], right[name])
+    for model in (clean / "scorers" / "gradient_boosting").glob("*.txt"):
+        assert model.read_text() == (dirty / "scorers" / "gradient_boosting" / model.name).read_text()
+
+
+def test_shipping_switch_overrides_the_prior_rule(tmp_path: Path) -> None:
+    features, embeddings, labels, split = synthetic_anchors()
+    one = load_bundle(build(tmp_path / "one", labels, features, embeddings, split, ship_segments=["noise"],
+                            scorers=["tower_knn", "logistic_regression"]))
+    every = load_bundle(build(tmp_path / "all", labels, features, embeddings, split, ship_without_signal=True,
+                              scorers=["tower_knn"]))
+    assert one.selection is not None and every.selection is not None
+    assert one.selection.shipped.all() and "shipped by configuration" in one.selection.segments[2].reason
+    assert every.selection.shipped.all()
+
+
+def test_ties_go_to_the_simpler_scorer_and_few_holders_are_not_measured() -> None:
+    rng = np.random.default_rng(0)
+    truth = rng.random((300, 2)) < 0.3
+    truth[:, 1] = False
+    truth[:3, 1] = True  # 3 holders: below min_positives
+    perfect = truth.astype(np.float32)
+    rows = np.arange(300)
+    oos = {"gradient_boosting": OutOfSample(rows, perfect), "logistic_regression": OutOfSample(rows, perfect)}
+    selection = select(oos, truth, ["a", "b"], min_positives=5)
+    assert selection.segments[0].scorer == "logistic_regression"
+    assert selection.segments[1].scorer is None and not selection.segments[1].shipped
+
+
+def test_cross_validated_f1_does_not_grade_its_own_threshold() -> None:
+    rng = np.random.default_rng(3)
+    truth = rng.random(400) < 0.3
+    noise = rng.random(400).astype(np.float32)
+    threshold, f1 = cross_validated_f1(noise, truth, folds=5)
+    best_in_sample = max(2 * (truth & (noise >= t)).sum() / ((noise >= t).sum() + truth.sum())
+                         for t in np.unique(noise))
+    assert f1 < best_in_sample
+    assert 0.0 <= threshold <= 1.0
