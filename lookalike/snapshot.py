@@ -38,11 +38,20 @@ from lookalike.contract import (
 )
 from lookalike.errors import ConfigError, DataValidationError
 from lookalike.feast_utils import applied_repo_path, open_store
+from lookalike.snapshot_spark import (
+    AnchorEntities,
+    anchor_entities,
+    raise_no_anchors,
+    spark_session_for,
+    uses_spark_offline_store,
+    write_snapshot_data,
+)
 
 log = logging.getLogger(__name__)
 
 TIMESTAMP_COLUMN = "event_timestamp"
 SNAPSHOT_KIND = "training_snapshot"
+SNAPSHOT_DATA = "data.parquet"  # a file (local path) or a directory of part files (Spark)
 MISSING_ROWS_ATTR = "rows_missing_features"
 DROPPED_ROWS_ATTR = "rows_dropped_by_feast"
 
@@ -240,17 +249,25 @@ def _is_nan(value: Any) -> bool:
     return isinstance(value, float) and np.isnan(value)
 
 
-def segment_vocabulary(store: Any, label_view: Any, as_of: pd.Timestamp, catalog: Path | None) -> list[str]:
+def catalog_segment_ids(label_view: Any, catalog: Path | None) -> list[str] | None:
+    """Sorted segment ids of ``catalog`` (or ``<data>/../raw/segment_catalog.parquet``); None without one."""
     if catalog is None:
         guess = Path(_source_path(label_view)).parent.parent / "raw" / "segment_catalog.parquet"
         catalog = guess if guess.exists() else None
-    if catalog is not None:
-        if not Path(catalog).exists():
-            raise DataValidationError(f"segment catalog not found: {catalog}")
-        table = pq.read_table(catalog)
-        if "segment_id" not in table.column_names:
-            raise DataValidationError(f"segment catalog {catalog} lacks column 'segment_id'")
-        return sorted({str(s) for s in table.column("segment_id").to_pylist()})
+    if catalog is None:
+        return None
+    if not Path(catalog).exists():
+        raise DataValidationError(f"segment catalog not found: {catalog}")
+    table = pq.read_table(catalog)
+    if "segment_id" not in table.column_names:
+        raise DataValidationError(f"segment catalog {catalog} lacks column 'segment_id'")
+    return sorted({str(s) for s in table.column("segment_id").to_pylist()})
+
+
+def segment_vocabulary(store: Any, label_view: Any, as_of: pd.Timestamp, catalog: Path | None) -> list[str]:
+    from_catalog = catalog_segment_ids(label_view, catalog)
+    if from_catalog is not None:
+        return from_catalog
     field = label_view.features[0].name
     dataset = ds.dataset(_source_path(label_view), format="parquet")
     table = dataset.to_table(
@@ -261,21 +278,79 @@ def segment_vocabulary(store: Any, label_view: Any, as_of: pd.Timestamp, catalog
 
 
 def run(config: SnapshotConfig) -> Path:
-    """Build ``<out>/<service>/<label_date>/`` (data.parquet + manifest.json) atomically."""
+    """Build ``<out>/<service>/<label_date>/`` (data.parquet + manifest.json) atomically.
+
+    With Feast's Spark offline store, ``data.parquet`` is a directory of part files written
+    by Spark (``lookalike.snapshot_spark``); otherwise one file written here.
+    """
     label_ts = parse_date(config.label_date, "label_date")
     store = open_store(config.repo)
     service_name = config.feature_service or find_model_service(store)
     contract = load_contract(store, service_name)  # the privacy guard, before reading any value
-
-    opted_in = opted_in_customers(store, label_ts)
-    suppressed = suppressed_customers(store, label_ts) if config.exclude_suppressed else np.array([], np.int64)
-    anchors = np.setdiff1d(opted_in, suppressed)
-    if len(anchors) == 0:
-        raise DataValidationError(
-            f"no opt-in customers with valid consent at {label_ts.date()} in the consent view's data "
-            f"(found {len(opted_in)} opted in, {len(suppressed)} suppressed); check --label-date and "
-            "that the consent_status table covers that date"
+    final = Path(config.out) / service_name / label_ts.date().isoformat()
+    # Who is in is settled (and an empty population refused) before anything is created.
+    if uses_spark_offline_store(store):
+        spark_anchors = anchor_entities(spark_session_for(store), store, label_ts, config.exclude_suppressed)
+    else:
+        local_anchors = _local_anchors(store, label_ts, config.exclude_suppressed)
+    with atomic_dir(final) as tmp:
+        if uses_spark_offline_store(store):
+            counts = _write_data_with_spark(store, contract, label_ts, config, spark_anchors, tmp / SNAPSHOT_DATA)
+        else:
+            counts = _write_data_locally(store, contract, label_ts, config, local_anchors, tmp / SNAPSHOT_DATA)
+        manifest = write_manifest(
+            tmp,
+            SNAPSHOT_KIND,
+            feature_service=contract.service_name,
+            feature_service_version=contract.service_version,
+            contract=contract.to_dict(),
+            label_date=label_ts.date().isoformat(),
+            feature_repo=str(applied_repo_path(store)),
+            **counts,
+            config=config_to_dict(config),
         )
+    log.info("snapshot %s: %d customers, %d features, missing per view %s, hash %s",
+             final, manifest["row_count"], len(contract.columns), manifest["rows_missing_features"],
+             manifest["content_hash"][:12])
+    return final
+
+
+def _write_data_with_spark(
+    store: Any, contract: FeatureContract, label_ts: pd.Timestamp, config: SnapshotConfig, anchors: AnchorEntities,
+    out: Path,
+) -> dict[str, Any]:
+    def vocabulary_for(label_view: Any, distinct_ids: Any) -> list[str]:
+        from_catalog = catalog_segment_ids(label_view, config.segment_catalog)
+        return from_catalog if from_catalog is not None else list(distinct_ids())
+
+    stats, vocabulary = write_snapshot_data(store, contract, label_ts, anchors, vocabulary_for, out)
+    return {
+        "row_count": stats.row_count,
+        "rows_missing_features": stats.rows_missing_features,
+        "rows_dropped_by_feast": stats.rows_dropped_by_feast,
+        "customers_opted_in": stats.customers_opted_in,
+        "customers_suppressed_excluded": stats.customers_suppressed_excluded,
+        "customers_without_segments": stats.customers_without_segments,
+        "segment_vocabulary": vocabulary,
+        "written_by": "spark",
+    }
+
+
+def _local_anchors(store: Any, label_ts: pd.Timestamp, exclude_suppressed: bool) -> tuple[np.ndarray, np.ndarray]:
+    """(opted-in ids, suppressed ids) at ``label_ts``; raises when no customer is left."""
+    opted_in = opted_in_customers(store, label_ts)
+    suppressed = suppressed_customers(store, label_ts) if exclude_suppressed else np.array([], np.int64)
+    if len(np.setdiff1d(opted_in, suppressed)) == 0:
+        raise_no_anchors(label_ts, len(opted_in), len(suppressed))
+    return opted_in, suppressed
+
+
+def _write_data_locally(
+    store: Any, contract: FeatureContract, label_ts: pd.Timestamp, config: SnapshotConfig,
+    status: tuple[np.ndarray, np.ndarray], out: Path,
+) -> dict[str, Any]:
+    opted_in, suppressed = status
+    anchors = np.setdiff1d(opted_in, suppressed)
     entities = pd.DataFrame({JOIN_KEY: anchors, TIMESTAMP_COLUMN: label_ts})
     features = build_point_in_time_features(store, contract, entities)
     labels, label_view = _labels_as_of(store, features[[JOIN_KEY, TIMESTAMP_COLUMN]])
@@ -285,37 +360,21 @@ def run(config: SnapshotConfig) -> Path:
     if unknown:
         raise DataValidationError(f"segment ids {unknown[:10]} in {label_view.name} are not in the segment catalog")
 
-    label_date = label_ts.date().isoformat()
-    final = Path(config.out) / service_name / label_date
     table = pa.Table.from_pandas(features, preserve_index=False)
     table = table.set_column(
         table.schema.get_field_index(TIMESTAMP_COLUMN), TIMESTAMP_COLUMN,
         table.column(TIMESTAMP_COLUMN).cast(pa.timestamp("us", "UTC")),
     )
-    table = table.replace_schema_metadata(None)
-    with atomic_dir(final) as tmp:
-        pq.write_table(table, tmp / "data.parquet")
-        manifest = write_manifest(
-            tmp,
-            SNAPSHOT_KIND,
-            feature_service=contract.service_name,
-            feature_service_version=contract.service_version,
-            contract=contract.to_dict(),
-            label_date=label_date,
-            feature_repo=str(applied_repo_path(store)),
-            row_count=len(features),
-            rows_missing_features=features.attrs[MISSING_ROWS_ATTR],
-            rows_dropped_by_feast=features.attrs[DROPPED_ROWS_ATTR],
-            customers_opted_in=int(len(opted_in)),
-            customers_suppressed_excluded=int(len(np.intersect1d(opted_in, suppressed))),
-            customers_without_segments=int(sum(1 for row in features["segments"] if not row)),
-            segment_vocabulary=vocabulary,
-            config=config_to_dict(config),
-        )
-    log.info("snapshot %s: %d customers, %d features, missing per view %s, hash %s",
-             final, len(features), len(contract.columns), manifest["rows_missing_features"],
-             manifest["content_hash"][:12])
-    return final
+    pq.write_table(table.replace_schema_metadata(None), out)
+    return {
+        "row_count": len(features),
+        "rows_missing_features": features.attrs[MISSING_ROWS_ATTR],
+        "rows_dropped_by_feast": features.attrs[DROPPED_ROWS_ATTR],
+        "customers_opted_in": int(len(opted_in)),
+        "customers_suppressed_excluded": int(len(np.intersect1d(opted_in, suppressed))),
+        "customers_without_segments": int(sum(1 for row in features["segments"] if not row)),
+        "segment_vocabulary": vocabulary,
+    }
 
 
 def add_cli(parser: argparse.ArgumentParser) -> None:

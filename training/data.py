@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow.dataset as ds
 
 from lookalike.artifacts import verify_manifest
 from lookalike.contract import COLUMN_SEPARATOR, JOIN_KEY, FeatureContract, load_contract
@@ -94,13 +95,29 @@ def load_snapshot(path: str | Path, min_customers: int = 100) -> Snapshot:
     if not vocabulary:
         raise DataValidationError("snapshot segment_vocabulary is empty")
     data_file = path / DATA_FILE
-    if not data_file.is_file():
+    if not data_file.exists():
         raise DataValidationError(f"snapshot data file missing: {data_file}")
-    frame = pd.read_parquet(data_file)
+    frame = read_snapshot_frame(data_file)
     validate_frame(frame, contract, min_customers)
     snapshot = Snapshot(path, frame.reset_index(drop=True), manifest, contract, vocabulary)
     snapshot.label_matrix()  # validates segment ids against the vocabulary
     return snapshot
+
+
+def read_snapshot_frame(data: Path, batch_rows: int = 65_536) -> pd.DataFrame:
+    """The snapshot's rows, read in streamed record batches (one file, or Spark's part files).
+
+    Each batch becomes pandas and its Arrow buffers are released before the next is read, so
+    the Arrow copy of the whole snapshot never sits next to the pandas frame; peak memory is
+    the kept frame plus one batch (plus the final concatenation). Spark's marker files
+    (``_SUCCESS``, ``.crc``) are ignored.
+    """
+    dataset = ds.dataset(data, format="parquet", exclude_invalid_files=False,
+                         ignore_prefixes=[".", "_"])
+    pieces = [batch.to_pandas() for batch in dataset.to_batches(batch_size=batch_rows)]
+    if not pieces:
+        return dataset.schema.empty_table().to_pandas()
+    return pieces[0] if len(pieces) == 1 else pd.concat(pieces, ignore_index=True)
 
 
 def validate_frame(frame: pd.DataFrame, contract: FeatureContract, min_customers: int) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -129,3 +130,87 @@ def test_fixture_snapshot_on_spark_tables(training_snapshot_dir: Path) -> None:
     assert manifest["row_count"] == len(frame) > 100
     assert frame["segments"].map(len).gt(0).mean() > 0.9
     assert len(manifest["segment_vocabulary"]) >= 50
+
+
+@pytest.fixture(scope="module")
+def spark_offline_repo(synthetic_repo_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The synthetic repo's tables behind Feast's Spark offline store (SparkSources)."""
+    from lookalike.feast_utils import DEFAULT_REPO, feast_apply, prepare_repo
+
+    repo = prepare_repo(DEFAULT_REPO, tmp_path_factory.mktemp("spark_offline") / "repo", offline="spark")
+    feast_apply(repo, data_dir=synthetic_repo_dir.parent / "features")
+    return repo
+
+
+def _no_driver_collect(monkeypatch: pytest.MonkeyPatch, spark) -> list[int]:  # type: ignore[no-untyped-def]
+    """Make every population-sized path to the driver fail; return the sizes of the collects that remain."""
+    from feast.infra.offline_stores.offline_store import RetrievalJob
+
+    import lookalike.snapshot as snapshot_module
+
+    DataFrame = type(spark.range(1))  # the concrete class (pyspark.sql.classic), whose methods run
+
+    def refuse(name: str):  # type: ignore[no-untyped-def]
+        def raising(*args: object, **kwargs: object) -> None:
+            raise AssertionError(f"{name} called while building a Spark snapshot")
+        return raising
+
+    for name in ("toPandas", "toArrow", "toLocalIterator", "_collect_as_arrow"):
+        monkeypatch.setattr(DataFrame, name, refuse(f"DataFrame.{name}"))
+    for name in ("to_df", "to_arrow"):
+        monkeypatch.setattr(RetrievalJob, name, refuse(f"RetrievalJob.{name}"))
+    for name in ("read_view_as_of", "build_point_in_time_features", "_rows_with_data", "_labels_as_of"):
+        monkeypatch.setattr(snapshot_module, name, refuse(name))
+    sizes: list[int] = []
+    original_collect = DataFrame.collect
+
+    def counting_collect(self: Any) -> list[Any]:
+        rows = original_collect(self)
+        sizes.append(len(rows))
+        return rows
+
+    monkeypatch.setattr(DataFrame, "collect", counting_collect)
+    return sizes
+
+
+def test_spark_offline_store_snapshot_is_written_by_spark_without_collecting(
+    spark, spark_offline_repo: Path, synthetic_snapshot: Path, tmp_path: Path,  # type: ignore[no-untyped-def]
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from training.data import load_snapshot
+
+    collected = _no_driver_collect(monkeypatch, spark)
+    snapshot = run(SnapshotConfig(repo=spark_offline_repo, label_date=LABEL_DATE, out=tmp_path))
+    monkeypatch.undo()
+
+    parts = sorted((snapshot / "data.parquet").glob("part-*.parquet"))
+    assert parts and (snapshot / "data.parquet" / "_SUCCESS").exists()  # Spark's writer, not pandas
+    manifest = verify_manifest(snapshot, "training_snapshot")
+    local_manifest = verify_manifest(synthetic_snapshot, "training_snapshot")
+    assert manifest["written_by"] == "spark"
+    # The driver saw counts, a timestamp range, and the segment vocabulary (no catalog here): never rows.
+    assert collected and max(collected) <= len(manifest["segment_vocabulary"]) < manifest["row_count"]
+    for key in ("row_count", "rows_missing_features", "rows_dropped_by_feast", "customers_opted_in",
+                "customers_suppressed_excluded", "customers_without_segments", "segment_vocabulary", "contract"):
+        assert manifest[key] == local_manifest[key], key
+    assert manifest["rows_missing_features"]["devices"] > 0  # the missing-row path was exercised
+
+    from_spark = load_snapshot(snapshot, min_customers=1)
+    from_file = load_snapshot(synthetic_snapshot, min_customers=1)
+    assert list(from_spark.frame.columns) == list(from_file.frame.columns)
+    assert dict(from_spark.frame.dtypes) == dict(from_file.frame.dtypes)
+    left = from_spark.frame.sort_values("customer_id").reset_index(drop=True)
+    right = from_file.frame.sort_values("customer_id").reset_index(drop=True)
+    pd.testing.assert_frame_equal(left.drop(columns="segments"), right.drop(columns="segments"))
+    assert [list(s) for s in left["segments"]] == [list(s) for s in right["segments"]]
+    np.testing.assert_array_equal(from_spark.label_matrix()[np.argsort(from_spark.customer_ids)],
+                                  from_file.label_matrix()[np.argsort(from_file.customer_ids)])
+
+
+def test_training_reads_the_snapshot_in_streamed_batches(synthetic_snapshot: Path) -> None:
+    from training.data import read_snapshot_frame
+
+    whole = pd.read_parquet(synthetic_snapshot / "data.parquet")
+    streamed = read_snapshot_frame(synthetic_snapshot / "data.parquet", batch_rows=7)
+    pd.testing.assert_frame_equal(streamed.drop(columns="segments"), whole.drop(columns="segments"))
+    assert [list(s) for s in streamed["segments"]] == [list(s) for s in whole["segments"]]
