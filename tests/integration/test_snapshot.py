@@ -181,6 +181,8 @@ def test_spark_offline_store_snapshot_is_written_by_spark_without_collecting(
 
     collected = _no_driver_collect(monkeypatch, spark)
     snapshot = run(SnapshotConfig(repo=spark_offline_repo, label_date=LABEL_DATE, out=tmp_path))
+    with pytest.raises(AssertionError, match="toPandas"):  # the guard holds on the frames Spark hands out
+        spark.range(3).toPandas()
     monkeypatch.undo()
 
     parts = sorted((snapshot / "data.parquet").glob("part-*.parquet"))
