@@ -147,6 +147,10 @@ class WeeklyConfig:
     # file://; lookalike/storage.py): uploaded before the local swap, pointers moved after it
     publish_uri: str | None = None
 
+    # Fail when the new segment table has more than this fraction fewer rows than the live
+    # one (1.0 accepts any drop); the live outputs are kept.
+    max_row_drop_fraction: float = 0.5
+
     def __post_init__(self) -> None:
         if self.engine not in WEEKLY_ENGINES:
             raise ConfigError(f"engine must be one of {WEEKLY_ENGINES}, got {self.engine!r}")

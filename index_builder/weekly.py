@@ -6,22 +6,34 @@ pointers) are swapped in only after every step has succeeded. A failure at any s
 removes the staging directory and leaves last week's outputs byte-for-byte untouched.
 The last step compares the run with the last published one (:mod:`index_builder.drift`); a
 drift FAIL is such a failure unless ``drift.accept_fail`` (``--accept-drift``) overrides it.
+
+A run killed outright (SIGKILL, OOM) cannot clean up: its ``.weekly-*`` staging directory
+is removed by the next run, which holds ``<workspace>/.weekly.lock`` (released by the
+kernel when a process dies) so that it never deletes the staging of a run still going.
+Manifests record final paths only: staged paths are rewritten before the swap. A segment
+table whose row count fell by more than ``max_row_drop_fraction`` below the live one fails
+the run, and the live outputs stay.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
 import logging
 import shutil
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from index_builder.bundle import load_bundle, set_current
+from index_builder.bundle import CURRENT_FILE, load_bundle, set_current
 from index_builder.config import AssignConfig, BuildConfig, EvaluateConfig, WeeklyConfig
-from lookalike.artifacts import replace_dir
+from lookalike.artifacts import MANIFEST_NAME, read_json, replace_dir, write_json
 from lookalike.config import cli_overrides, load_config
+from lookalike.errors import ArtifactError, ConfigError
+from lookalike.row_guard import check_row_drop
 
 log = logging.getLogger(__name__)
 
@@ -79,9 +91,82 @@ def _upload(publish_uri: str | None, index: Path, segments: Path, report: Path |
     for item in items:
         upload(item)
     return items
+STAGING_PREFIX = ".weekly-"
+LOCK_NAME = ".weekly.lock"
+
+
+@contextlib.contextmanager
+def exclusive_workspace(workspace: Path) -> Iterator[None]:
+    """Hold the workspace's weekly lock; refuse (one line) when another run holds it."""
+    with open(workspace / LOCK_NAME, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as exc:
+            raise ConfigError(f"another weekly run is using {workspace} (lock {LOCK_NAME} is held)") from exc
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def remove_leftover_staging(workspace: Path) -> list[Path]:
+    """Staging directories of killed runs (call with the workspace lock held)."""
+    leftovers = sorted(p for p in workspace.glob(f"{STAGING_PREFIX}*") if p.is_dir())
+    for path in leftovers:
+        log.warning("removing %s, left behind by a weekly run that was killed", path.name)
+        shutil.rmtree(path, ignore_errors=True)
+    return leftovers
+
+
+def finalize_manifest_paths(directory: Path, moves: dict[Path, Path]) -> None:
+    """Rewrite every path under a staged directory, in every manifest below ``directory``, to
+    where it will live after the swap (the manifest is outside the content hash)."""
+    pairs = sorted(((str(src.resolve()), str(dst.resolve())) for src, dst in moves.items()),
+                   key=lambda pair: -len(pair[0]))
+    pairs += [(str(src), str(dst)) for src, dst in moves.items()]
+
+    def fix(value: Any) -> Any:
+        if isinstance(value, str):
+            for src, dst in pairs:
+                if value == src or value.startswith(src + "/"):
+                    return dst + value[len(src):]
+            return value
+        if isinstance(value, list):
+            return [fix(v) for v in value]
+        if isinstance(value, dict):
+            return {k: fix(v) for k, v in value.items()}
+        return value
+
+    for manifest in directory.rglob(MANIFEST_NAME):
+        write_json(manifest, fix(read_json(manifest)))
+
+
+def _segment_rows(directory: Path) -> int | None:
+    counts = read_json(directory / MANIFEST_NAME).get("counts") or {}
+    if "opt_in_rows" not in counts or "lookalike_rows" not in counts:
+        return None
+    return int(counts["opt_in_rows"]) + int(counts["lookalike_rows"])
+
+
+def _live_segment_rows(segments_root: Path) -> int | None:
+    pointer = segments_root / CURRENT_FILE
+    if not pointer.is_file():
+        return None
+    try:
+        return _segment_rows(segments_root / str(read_json(pointer)["name"]))
+    except (ArtifactError, KeyError):
+        return None
 
 
 def run(config: WeeklyConfig) -> WeeklyResult:
+    workspace = Path(config.workspace)
+    workspace.mkdir(parents=True, exist_ok=True)
+    with exclusive_workspace(workspace):
+        remove_leftover_staging(workspace)
+        return _run(config, workspace)
+
+
+def _run(config: WeeklyConfig, workspace: Path) -> WeeklyResult:
     from index_builder import assign, build, evaluate
     from index_builder.features import check_encoder_contract
     from index_builder.population import load_population, parse_date
@@ -91,9 +176,7 @@ def run(config: WeeklyConfig) -> WeeklyResult:
 
     as_of = parse_date(config.date)
     run_date = as_of.date().isoformat()
-    workspace = Path(config.workspace)
-    workspace.mkdir(parents=True, exist_ok=True)
-    staging = workspace / f".weekly-{run_date}-{uuid.uuid4().hex[:8]}"
+    staging = workspace / f"{STAGING_PREFIX}{run_date}-{uuid.uuid4().hex[:8]}"
     staging.mkdir()
     steps: list[str] = []
     try:
@@ -133,6 +216,10 @@ def run(config: WeeklyConfig) -> WeeklyResult:
         if scored:  # the Spark engine embeds on executors: its bundles keep the service's fallback
             bundle.manifest = _add_population(staged_index, anchors, scored[0])
             steps.append(f"population embeddings ({len(anchors.ids) + len(scored[0].customer_ids)} customers)")
+        rows = _segment_rows(staged_segments)
+        if rows is not None:
+            check_row_drop(f"segment table {run_date}", _live_segment_rows(workspace / "segments"), rows,
+                           config.max_row_drop_fraction)
         staged_report = None
         if config.evaluate:
             eval_config = EvaluateConfig(repo=config.repo, date=run_date, model=config.model,
@@ -150,15 +237,22 @@ def run(config: WeeklyConfig) -> WeeklyResult:
                                  encoder=encoder, model_version=info.version, bundle=bundle,
                                  segments_dir=staged_segments, report_dir=staged_report)
             steps.append(f"drift {drift.verdict}")
+        # Manifests name where the outputs will live, never this staging directory.
+        index_dir = workspace / "index" / bundle.index_version
+        segments_dir = workspace / "segments" / run_date
+        report_dir = workspace / "reports" / run_date if staged_report is not None else None
+        moves = {staged_index: index_dir, staged_segments: segments_dir}
+        if staged_report is not None and report_dir is not None:
+            moves[staged_report] = report_dir
+        if config.drift.enabled:
+            moves[staged_drift] = workspace / "drift" / run_date
+        finalize_manifest_paths(staging, moves)
         publications = _upload(config.publish_uri, staged_index, staged_segments, staged_report, bundle, run_date)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         log.error("weekly run %s failed; last week's outputs are untouched", run_date)
         raise
     # every step succeeded: swap the outputs in, pointers last
-    index_dir = workspace / "index" / bundle.index_version
-    segments_dir = workspace / "segments" / run_date
-    report_dir = workspace / "reports" / run_date if staged_report is not None else None
     replace_dir(staged_index, index_dir)
     replace_dir(staged_segments, segments_dir)
     if staged_report is not None and report_dir is not None:

@@ -213,6 +213,8 @@ def load_config(
             loaded = yaml.safe_load(path.read_text()) or {}
         except yaml.YAMLError as exc:
             raise ConfigError(f"{path}: invalid YAML: {exc}") from exc
+        except ValueError as exc:
+            raise ConfigError(f"{path}: a date-like value is not a valid date ({exc})") from exc
         if not isinstance(loaded, dict):
             raise ConfigError(f"{path}: top level must be a mapping")
         values = loaded

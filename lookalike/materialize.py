@@ -2,8 +2,11 @@
 
 Semantics are Feast's ``materialize-incremental``: for every online view, the latest row
 per customer with ``start < event_timestamp <= end`` is written, where ``start`` is the
-end of the view's last materialization (or ``end - ttl`` the first time), and the
-interval is recorded in the registry. Only the model-input views (legitimate interest,
+end of the view's last materialization INTO THIS ONLINE STORE (or ``end - ttl`` the first
+time; :mod:`lookalike.materialization_progress` keeps the mark inside the store itself, so
+a fresh Redis beside an already loaded SQLite gets the full load). A view already loaded up
+to ``end`` or later is skipped ("nothing to do"). The interval is also recorded in the
+registry for Feast's own tools. Only the model-input views (legitimate interest,
 through the privacy guard) and the ``consent`` / ``suppression`` status views go online;
 navigation and labels never do, whatever their ``online`` flag says.
 
@@ -34,6 +37,7 @@ from lookalike.config import IsoDate, PositiveInt, cli_overrides, load_config, s
 from lookalike.contract import JOIN_KEY, LEGITIMATE_INTEREST, ROLE_TAG, find_model_service, load_contract
 from lookalike.errors import ConfigError, DataValidationError
 from lookalike.feast_utils import open_store
+from lookalike.materialization_progress import MaterializationProgress
 from lookalike.snapshot import TIMESTAMP_COLUMN, parse_date
 
 log = logging.getLogger(__name__)
@@ -75,6 +79,12 @@ class MaterializeReport:
     online_store: str
     engine: str
     views: list[ViewLoad]
+    # views already loaded up to the requested end (or later): view -> how far
+    up_to_date: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def nothing_to_do(self) -> bool:
+        return not self.views and bool(self.up_to_date)
 
     @property
     def rows(self) -> int:
@@ -97,12 +107,12 @@ def online_views(store: Any, service_name: str | None = None) -> list[Any]:
     return sorted(views, key=lambda v: v.name)
 
 
-def _window_start(store: Any, view: Any, end: datetime, start: datetime | None) -> datetime:
+def _window_start(progress: MaterializationProgress, view: Any, end: datetime, start: datetime | None) -> datetime:
     if start is not None:
         return start
-    intervals = getattr(view, "materialization_intervals", None) or []
-    if intervals:
-        return max(i[1] for i in intervals)
+    loaded_to = progress.get(view.name)
+    if loaded_to is not None:
+        return loaded_to
     ttl = view.ttl if view.ttl and view.ttl.total_seconds() > 0 else timedelta(days=3650)
     return end - ttl
 
@@ -193,10 +203,17 @@ def run(config: MaterializeConfig) -> MaterializeReport:
         from lookalike.redis_target import RedisTarget
 
         writer = BulkWriter(RedisTarget.from_store(store))
+    progress = MaterializationProgress(store)
     loads: list[ViewLoad] = []
+    up_to_date: dict[str, str] = {}
     try:
         for view in views:
-            window_start = _window_start(store, view, end, start)
+            window_start = _window_start(progress, view, end, start)
+            if window_start >= end:
+                up_to_date[view.name] = window_start.isoformat()
+                log.info("%s: nothing to do, already materialized up to %s (end %s)", view.name,
+                         window_start.isoformat(), end.isoformat())
+                continue
             began = time.perf_counter()
             if engine == "feast":
                 rows = latest_rows(view, window_start, end).num_rows
@@ -205,6 +222,7 @@ def run(config: MaterializeConfig) -> MaterializeReport:
                 table = latest_rows(view, window_start, end)
                 rows = _fast_load(store, view, table, writer, config.chunk_rows)
                 store.registry.apply_materialization(view, store.project, window_start, end)
+            progress.set(view.name, end)
             elapsed = time.perf_counter() - began
             loads.append(ViewLoad(view.name, (view.tags or {}).get("legal_basis", "?"), rows,
                                   window_start.isoformat(), end.isoformat(), round(elapsed, 3)))
@@ -216,7 +234,7 @@ def run(config: MaterializeConfig) -> MaterializeReport:
     for load in loads:
         if load.legal_basis != LEGITIMATE_INTEREST:
             log.info("%s is online under legal_basis=%s (status lookups for serving only)", load.view, load.legal_basis)
-    return MaterializeReport(online_store=online_type, engine=engine, views=loads)
+    return MaterializeReport(online_store=online_type, engine=engine, views=loads, up_to_date=up_to_date)
 
 
 def add_cli(parser: argparse.ArgumentParser) -> None:
@@ -235,6 +253,11 @@ def add_cli(parser: argparse.ArgumentParser) -> None:
             args.engine = "feast"
         overrides = cli_overrides(args, ["repo", "end_date", "start_date", "online", "redis_connection", "engine"])
         report = run(load_config(MaterializeConfig, args.config, overrides))
+        if report.nothing_to_do:
+            latest = max(report.up_to_date.values())
+            print(f"nothing to do: every online view is already materialized up to {latest} "
+                  f"(use --start-date to reload a window)")
+            return 0
         for load in report.views:
             print(f"{load.view:22s} {load.legal_basis:20s} rows={load.rows:>9d} {load.seconds:8.2f}s")
         return 0

@@ -3,8 +3,12 @@
 Single-customer ``/assign`` calls are dominated by fixed costs (a store round trip, a model
 call, a FAISS call). Requests that arrive within ``max_wait_ms`` of each other are merged
 into one call of ``process`` (run in a worker thread so the event loop keeps accepting
-requests) and each caller gets its own slice back. An exception in ``process`` is raised
-in every caller of that batch, so e.g. "online store down" becomes a 503 for each of them.
+requests) and each caller gets its own slice back.
+
+A failure of the merged call is never blamed on the whole batch blindly: exceptions listed
+in ``shared_errors`` (e.g. "online store down": every caller would fail alike) are raised
+in every caller, and any other exception makes each request of the batch run again on its
+own, so one request's bad input fails that request only.
 """
 
 from __future__ import annotations
@@ -38,8 +42,10 @@ class MicroBatcher(Generic[Shared, Item]):
         process: Callable[[list[int]], tuple[Shared, Sequence[Item]]],
         max_batch_ids: int = 2_000,
         max_wait_ms: float = 2.0,
+        shared_errors: tuple[type[BaseException], ...] = (),
     ) -> None:
         self.process = process
+        self.shared_errors = shared_errors
         self.max_batch_ids = max_batch_ids
         self.max_wait_s = max_wait_ms / 1000.0
         self._queue: asyncio.Queue[_Pending[Shared, Item]] | None = None
@@ -87,13 +93,21 @@ class MicroBatcher(Generic[Shared, Item]):
         all_ids = [i for pending in batch for i in pending.ids]
         try:
             shared, items = await anyio.to_thread.run_sync(self.process, all_ids)
-        except BaseException as exc:  # noqa: BLE001 - handed to every waiting caller
+        except Exception as exc:
+            if len(batch) > 1 and not isinstance(exc, self.shared_errors):
+                # Someone's input broke the merged call: find out whose, one request at a time.
+                for pending in batch:
+                    await self._execute([pending])
+                return
             for pending in batch:
                 if not pending.future.done():
                     pending.future.set_exception(exc)
-            if not isinstance(exc, Exception):
-                raise
             return
+        except BaseException as exc:  # cancellation: every waiting caller learns of it
+            for pending in batch:
+                if not pending.future.done():
+                    pending.future.set_exception(exc)
+            raise
         start = 0
         for pending in batch:
             end = start + len(pending.ids)

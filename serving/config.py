@@ -8,6 +8,8 @@ the natural interface; tests build a ``ServingConfig`` directly.
 
 from __future__ import annotations
 
+import difflib
+import logging
 import os
 from collections.abc import Mapping
 from dataclasses import field, replace
@@ -16,16 +18,23 @@ from typing import Any, Literal
 
 from lookalike.config import NonNegativeFloat, PositiveFloat, PositiveInt, load_config, stage_config
 from lookalike.errors import ConfigError
+from lookalike.redaction import redact
 from lookalike.settings import (
     CHAMPION_ALIAS,
     DEFAULT_TRACKING_URI,
+    ENV_DATA_DIR,
     ENV_REDIS_URL,
     ENV_TRACKING_URI,
     REGISTERED_MODEL_NAME,
 )
 
+log = logging.getLogger(__name__)
+
 ENV_CONFIG_FILE = "LOOKALIKE_SERVING_CONFIG"
 ENV_API_TOKEN = "LOOKALIKE_API_TOKEN"
+ENV_PREFIX = "LOOKALIKE_"
+# Read elsewhere (the online reader's engine, the feature repo's data directory).
+OTHER_KNOWN_ENV = frozenset({ENV_CONFIG_FILE, "LOOKALIKE_ONLINE_READER", ENV_DATA_DIR})
 
 # environment variable -> ServingConfig field (top level only: nested sections via the file)
 ENV_FIELDS: dict[str, str] = {
@@ -40,7 +49,11 @@ ENV_FIELDS: dict[str, str] = {
     "LOOKALIKE_K": "k",
     "LOOKALIKE_ONLINE_STORE": "online_store",
     ENV_REDIS_URL: "redis_connection",
+    "LOOKALIKE_MAX_BODY_BYTES": "max_body_bytes",
+    "LOOKALIKE_INSECURE_LOCAL_ADMIN": "allow_insecure_admin",
 }
+_INT_FIELDS = ("max_ids_per_request", "k", "max_body_bytes")
+_BOOL_FIELDS = ("allow_insecure_admin",)
 
 
 @stage_config
@@ -54,6 +67,13 @@ class ExpandConfig:
     # A fixed cut on 1 - cosine would pass any small random seed and fail any large one.
     min_distinctiveness: PositiveFloat = 3.0
     max_target_size: PositiveInt = 100_000
+    # More seed ids than this are refused (422) before any work: a seed is an audience
+    # sample, and every member costs a store read.
+    max_seed_ids: PositiveInt = 10_000
+    # Wall-clock budget of one /expand; past it the request stops and answers 503.
+    time_budget_s: PositiveFloat = 10.0
+    # Seed members read from the store per round trip (the budget is checked between them).
+    seed_read_chunk: PositiveInt = 1_000
     # Neighbours fetched per seed member before merging; bounds the work per request.
     neighbours_per_seed: PositiveInt = 200
     default_target_size: PositiveInt = 1_000
@@ -80,7 +100,14 @@ class ServingConfig:
     index_root: Path = Path("artifacts/index")
     # Bearer token; unset means no authentication (local development only).
     api_token: str | None = None
+    # Without a token, /admin/reload (tens of seconds of CPU) is refused unless this is set:
+    # an explicit "this is my laptop" switch ($LOOKALIKE_INSECURE_LOCAL_ADMIN=1).
+    allow_insecure_admin: bool = False
     max_ids_per_request: PositiveInt = 1_000
+    # Request bodies larger than this get 413 before they are read or parsed.
+    max_body_bytes: PositiveInt = 1 << 20
+    # /readyz answers from a probe at most this old: at most one store round trip per period.
+    readiness_cache_s: NonNegativeFloat = 1.0
     # Neighbours per customer; unset means the bundle's assignment.json k (the batch value).
     k: PositiveInt | None = None
     # Micro-batching of concurrent /assign requests into one store read + one search.
@@ -94,19 +121,29 @@ class ServingConfig:
     def __post_init__(self) -> None:
         if self.api_token is not None and not self.api_token.strip():
             self.api_token = None
+        if self.max_body_bytes < 1024:
+            raise ConfigError(f"max_body_bytes must be >= 1024, got {self.max_body_bytes}")
+        if self.expand.max_seed_ids < 1 or self.expand.time_budget_s <= 0:
+            raise ConfigError("expand.max_seed_ids must be >= 1 and expand.time_budget_s > 0")
 
     def describe(self) -> dict[str, object]:
-        """Settings safe to log or return: the token is reported as set/unset only."""
+        """Settings safe to log or return: the token is reported as set/unset only, and
+        credentials inside URIs or connection strings are masked."""
         return {
             "feature_repo": str(self.feature_repo),
             "online_store": self.online_store or "repo default",
-            "tracking_uri": self.tracking_uri,
+            "redis_connection": redact(self.redis_connection),
+            "tracking_uri": redact(self.tracking_uri),
             "model_name": self.model_name,
             "model_alias": self.model_alias,
             "index_dir": str(self.index_dir) if self.index_dir else None,
             "index_root": str(self.index_root),
             "auth": "bearer" if self.api_token else "none",
+            "admin": "token" if self.api_token else ("insecure-local" if self.allow_insecure_admin else "disabled"),
             "max_ids_per_request": self.max_ids_per_request,
+            "max_body_bytes": self.max_body_bytes,
+            "max_seed_ids": self.expand.max_seed_ids,
+            "expand_time_budget_s": self.expand.time_budget_s,
             "k": self.k,
         }
 
@@ -114,6 +151,7 @@ class ServingConfig:
 def load_serving_config(environ: Mapping[str, str] | None = None) -> ServingConfig:
     """Build the config from ``LOOKALIKE_SERVING_CONFIG`` (optional) and the environment."""
     environ = os.environ if environ is None else environ
+    warn_unknown_env(environ)
     overrides = []
     for var, name in ENV_FIELDS.items():
         value = environ.get(var)
@@ -124,12 +162,29 @@ def load_serving_config(environ: Mapping[str, str] | None = None) -> ServingConf
     return replace(config, **parsed)
 
 
+def warn_unknown_env(environ: Mapping[str, str]) -> list[str]:
+    """Warn about ``LOOKALIKE_*`` variables nothing reads (a typo silently keeps a default)."""
+    known = set(ENV_FIELDS) | OTHER_KNOWN_ENV
+    unknown = sorted(name for name in environ if name.startswith(ENV_PREFIX) and name not in known)
+    for name in unknown:
+        close = difflib.get_close_matches(name, sorted(known), n=1)
+        log.warning("unknown environment variable %s is ignored%s", name,
+                    f" (did you mean {close[0]}?)" if close else "")
+    return unknown
+
+
 def _parse_env(name: str, value: str) -> object:
     if name in ("feature_repo", "index_root", "index_dir"):
         return Path(value)
-    if name in ("max_ids_per_request", "k"):
+    if name in _INT_FIELDS:
         try:
             return int(value)
         except ValueError as exc:
-            raise ConfigError(f"{name}: expected an integer, got {value!r}") from exc
+            # The value is not echoed: a misplaced secret must not reach the logs.
+            raise ConfigError(f"{name}: expected an integer") from exc
+    if name in _BOOL_FIELDS:
+        lowered = value.strip().lower()
+        if lowered not in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+            raise ConfigError(f"{name}: expected true/false or 1/0")
+        return lowered in ("1", "true", "yes", "on")
     return value

@@ -14,6 +14,7 @@ bundle's anchor segment matrix. Results never expose neighbours' ids or feature 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -48,6 +49,18 @@ class SeedRejectedError(LookalikeError):
 
 class StoreUnavailableError(LookalikeError):
     """The online feature store cannot be reached; the request may be retried later."""
+
+
+class InvalidRequestError(LookalikeError):
+    """The request itself is wrong (HTTP 422); nothing was read for it."""
+
+
+class BudgetExceededError(LookalikeError):
+    """A request ran past its time budget and was stopped."""
+
+
+# A store that failed is reopened on the next read, but not more often than this.
+REOPEN_INTERVAL_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -178,6 +191,15 @@ class LookalikeRuntime:
             feature_service_version=str(metadata["feature_service_version"]),
         )
         self._population: Population | None = None
+        # The store connection is the one part that is replaced in place: after a failure
+        # (Redis restarted, SQLite file swapped) the next read reopens it.
+        self._store_lock = threading.Lock()
+        self._store_failed = False
+        self._reopened_at = 0.0
+        # /readyz answers from the last probe while it is fresh (config.readiness_cache_s).
+        self._probe_lock = threading.Lock()
+        self._probed_at = float("-inf")
+        self._ready = False
 
     # ------------------------------------------------------------------ loading
     @classmethod
@@ -187,18 +209,12 @@ class LookalikeRuntime:
 
         from index_builder.bundle import load_bundle
         from lookalike.contract import load_contract
-        from lookalike.feast_utils import open_store, open_store_with_online
         from lookalike.online import OnlineFeatureReader
         from training.artifact import load_registered_encoder
 
         started = time.perf_counter()
         repo = Path(config.feature_repo)
-        if not (repo / "feature_store.yaml").is_file():
-            raise ConfigError(f"feature repo {repo} has no feature_store.yaml (LOOKALIKE_FEATURE_REPO)")
-        if config.online_store:
-            store = open_store_with_online(repo, config.online_store, config.redis_connection)
-        else:
-            store = open_store(repo)
+        store = open_feature_store(config)
         # MLflow resolves ``models:/`` downloads through the process-wide registry URI, not the
         # client's: point it at the configured store or a YAML-only config reads ./mlflow.db.
         mlflow.set_tracking_uri(config.tracking_uri)
@@ -242,42 +258,83 @@ class LookalikeRuntime:
 
     # ------------------------------------------------------------------ health
     def is_ready(self) -> bool:
-        """Model and index are loaded by construction; the store must answer a read."""
-        try:
-            self.reader.read_status([0])
-        except Exception:  # noqa: BLE001 - any store failure means "not ready"
-            return False
-        return True
+        """Model and index are loaded by construction; the store must answer a read.
 
-    # ------------------------------------------------------------------ assign
+        Answered from the last probe while it is younger than ``readiness_cache_s``, and
+        only one probe runs at a time: a flood of /readyz costs at most one store round
+        trip per period, never one per call.
+        """
+        if time.monotonic() - self._probed_at < self.config.readiness_cache_s:
+            return self._ready
+        never_probed = self._probed_at == float("-inf")
+        if not self._probe_lock.acquire(blocking=never_probed):
+            return self._ready  # another caller is probing right now: its last answer stands
+        try:
+            if time.monotonic() - self._probed_at < self.config.readiness_cache_s:
+                return self._ready  # probed while this caller waited for the first probe
+            try:
+                self._read([0])
+                ready = True
+            except StoreUnavailableError:
+                ready = False
+            self._ready, self._probed_at = ready, time.monotonic()
+            return ready
+        finally:
+            self._probe_lock.release()
+
+    # ------------------------------------------------------------------ store access
     def _read(self, ids: list[int]) -> tuple[Any, np.ndarray, Any]:
-        from lookalike.online import OnlineStoreUnavailable
-
-        try:
-            frame, found, status = self.reader.read_with_status(ids)
-        except OnlineStoreUnavailable as exc:
-            raise StoreUnavailableError(
-                "online feature store unavailable; retry shortly"
-            ) from exc
+        """Features and status of ``ids`` as frames (see :meth:`_guarded`)."""
+        frame, found, status = self._guarded(lambda reader: reader.read_with_status(ids))
         return frame, np.asarray(found, dtype=bool), status
 
     def _read_columns(self, ids: list[int]) -> tuple[dict[str, Any], np.ndarray, dict[str, np.ndarray]]:
         """The hot path's read: column arrays and status arrays, no DataFrames."""
-        from lookalike.online import OnlineStoreUnavailable
-
         if not hasattr(self.reader, "read_columns_with_status"):  # readers without the fast path
             frame, found, status = self._read(ids)
             columns = {c: frame[c].to_numpy() for c in frame.columns}
             return columns, found, {name: _status_column(status, name, len(ids)) for name in ("opt_in", "suppressed")}
-        try:
-            columns, found, status = self.reader.read_columns_with_status(ids)
-        except OnlineStoreUnavailable as exc:
-            raise StoreUnavailableError("online feature store unavailable; retry shortly") from exc
+        columns, found, status = self._guarded(lambda reader: reader.read_columns_with_status(ids))
         return columns, np.asarray(found, dtype=bool), status
 
+    def _guarded(self, read: Any) -> Any:
+        """``read(reader)``; any store failure is a :class:`StoreUnavailableError` (HTTP 503)
+        and makes the next read reopen the store (Redis restarted, SQLite file replaced)."""
+        if self._store_failed:
+            self._reopen_store()
+        try:
+            result = read(self.reader)
+        except Exception as exc:
+            self._store_failed = True
+            # Type only: driver messages can carry hosts, paths or credentials.
+            log.warning("online store read failed (%s); reopening it on the next request",
+                        type(exc).__name__, exc_info=True)
+            raise StoreUnavailableError(
+                f"online feature store unavailable ({type(exc).__name__}); retry shortly"
+            ) from exc
+        self._store_failed = False
+        return result
+
+    def _reopen_store(self) -> None:
+        from lookalike.online import OnlineFeatureReader
+
+        with self._store_lock:
+            if not self._store_failed or time.monotonic() - self._reopened_at < REOPEN_INTERVAL_S:
+                return
+            self._reopened_at = time.monotonic()
+            try:
+                store = open_feature_store(self.config)
+                reader = OnlineFeatureReader(store, self.contract)
+            except Exception as exc:  # noqa: BLE001 - keep the old one; the read below reports
+                log.warning("reopening the online store failed (%s)", type(exc).__name__)
+                return
+            self.store, self.reader = store, reader
+            log.info("online store reopened after a failure")
+
+    # ------------------------------------------------------------------ assign
     def assign(self, customer_ids: Sequence[int]) -> tuple[Versions, list[CustomerAssignment]]:
         """One result per requested id, in request order (duplicates answered twice)."""
-        requested = [int(i) for i in customer_ids]
+        requested = _int64_ids(customer_ids)
         unique = list(dict.fromkeys(requested))
         columns, found, status = self._read_columns(unique)
         suppressed = status["suppressed"]
@@ -386,14 +443,13 @@ class LookalikeRuntime:
 
     def _suppressed_now(self, ids: np.ndarray) -> np.ndarray:
         """Current suppression flags from the online store (request time, not the bundle's date)."""
-        from lookalike.online import OnlineStoreUnavailable
 
-        try:
-            if hasattr(self.reader, "suppressed"):
-                return np.asarray(self.reader.suppressed(ids), dtype=bool)
-            return _status_column(self.reader.read_status(ids), "suppressed", len(ids))
-        except OnlineStoreUnavailable as exc:
-            raise StoreUnavailableError("online feature store unavailable; retry shortly") from exc
+        def read(reader: Any) -> np.ndarray:
+            if hasattr(reader, "suppressed"):
+                return np.asarray(reader.suppressed(ids), dtype=bool)
+            return _status_column(reader.read_status(ids), "suppressed", len(ids))
+
+        return np.asarray(self._guarded(read), dtype=bool)
 
     def _top_unsuppressed(self, candidates: np.ndarray, scores: np.ndarray, limit: int,
                           pop: Population) -> np.ndarray:
@@ -431,18 +487,27 @@ class LookalikeRuntime:
         min_similarity: float | None = None,
         population: str = "non_opt_in",
         exclude_seed: bool = True,
+        deadline: float | None = None,
     ) -> ExpandResult:
-        """Rank the population by cosine similarity to the seed centroid."""
+        """Rank the population by cosine similarity to the seed centroid.
+
+        ``deadline`` (``time.monotonic()`` value, default now + ``expand.time_budget_s``) is
+        checked between store round trips; past it :class:`BudgetExceededError` is raised.
+        """
         cfg = self.config.expand
+        if deadline is None:
+            deadline = time.monotonic() + cfg.time_budget_s
         if seed_segment is not None:
             seed_ids = self.seed_ids_for_segment(seed_segment)
-        requested = list(dict.fromkeys(int(i) for i in (seed_ids or [])))
+        requested = list(dict.fromkeys(_int64_ids(seed_ids or [])))
+        if len(requested) > cfg.max_seed_ids:
+            raise SeedRejectedError(f"seed too large: {len(requested)} customers (maximum {cfg.max_seed_ids})")
         pop = self.population()
         # Current status from the store: suppressed seed members are dropped, unknown ones counted.
         requested_ids = np.asarray(requested, dtype=np.int64)
         seed_rows = pop.rows_of(requested_ids)
         found = seed_rows >= 0
-        suppressed = self._suppressed_now(requested_ids) if requested else np.zeros(0, bool)
+        suppressed = self._seed_suppressed(requested_ids, deadline)
         rows = seed_rows[found & ~suppressed]
         matched = len(rows)
         if matched < cfg.min_seed_matched:
@@ -465,6 +530,7 @@ class LookalikeRuntime:
                 f"seed too generic: distinctiveness {distinctiveness:.2f} below {cfg.min_distinctiveness} "
                 "(its centroid is no farther from the population's than a random seed of the same size)"
             )
+        _check_deadline(deadline, cfg.time_budget_s)
         scores = pop.embeddings @ seed_centroid
         eligible = np.ones(len(pop.ids), dtype=bool)
         if population == "non_opt_in":
@@ -485,7 +551,46 @@ class LookalikeRuntime:
                             customers=customers)
 
 
+    def _seed_suppressed(self, ids: np.ndarray, deadline: float) -> np.ndarray:
+        """Suppression flags of the seed, read in chunks so the time budget is enforced."""
+        suppressed = np.zeros(len(ids), dtype=bool)
+        step = self.config.expand.seed_read_chunk
+        for start in range(0, len(ids), step):
+            _check_deadline(deadline, self.config.expand.time_budget_s)
+            suppressed[start:start + step] = self._suppressed_now(ids[start:start + step])
+        return suppressed
+
+
 # ---------------------------------------------------------------------- helpers
+def _int64_ids(ids: Sequence[int]) -> list[int]:
+    from serving.models import INT64_MAX, INT64_MIN
+
+    values = [int(i) for i in ids]
+    outside = sum(1 for v in values if not INT64_MIN <= v <= INT64_MAX)
+    if outside:
+        raise InvalidRequestError(f"{outside} customer id(s) outside the int64 range")
+    return values
+
+
+def _check_deadline(deadline: float, budget_s: float) -> None:
+    if time.monotonic() > deadline:
+        raise BudgetExceededError(
+            f"expand stopped after its time budget of {budget_s:g}s; use a smaller seed or target_size"
+        )
+
+
+def open_feature_store(config: ServingConfig) -> Any:
+    """The Feast store the service reads online features from (the repo's, or Redis)."""
+    from lookalike.feast_utils import open_store, open_store_with_online
+
+    repo = Path(config.feature_repo)
+    if not (repo / "feature_store.yaml").is_file():
+        raise ConfigError(f"feature repo {repo} has no feature_store.yaml (LOOKALIKE_FEATURE_REPO)")
+    if config.online_store:
+        return open_store_with_online(repo, config.online_store, config.redis_connection)
+    return open_store(repo)
+
+
 def _get(obj: Any, name: str, default: Any = ...) -> Any:
     if isinstance(obj, dict):
         if name in obj:

@@ -11,9 +11,15 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, model_validator
 
 DOCUMENTED_MAX_IDS = 1_000
+DOCUMENTED_MAX_SEED_IDS = 10_000
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+
+# Bounded in the schema: an id outside int64 is a 400 for its own request, never an
+# overflow deep in the store reader (which, batched, failed other clients' requests too).
+CustomerId = Annotated[StrictInt, Field(ge=INT64_MIN, le=INT64_MAX, description="Customer id (int64).")]
 
 CustomerIds = Annotated[
-    list[StrictInt],
+    list[CustomerId],
     Field(
         min_length=1,
         description=f"Customer ids (int64). At most {DOCUMENTED_MAX_IDS:,} per request by default "
@@ -70,8 +76,9 @@ class AssignRequest(BaseModel):
 class ExpandRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
 
-    seed_customer_ids: list[StrictInt] | None = Field(
-        default=None, description="The seed audience as customer ids; or give seed_segment."
+    seed_customer_ids: list[CustomerId] | None = Field(
+        default=None, description="The seed audience as customer ids (int64; at most "
+        f"{DOCUMENTED_MAX_SEED_IDS:,} by default, server setting expand.max_seed_ids); or give seed_segment."
     )
     seed_segment: str | None = Field(
         default=None, description="Use the opt-in holders of this segment id as the seed."

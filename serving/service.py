@@ -8,8 +8,13 @@ Run from the repository root::
 Endpoints (JSON): ``POST /assign``, ``POST /expand`` (BentoML APIs, pydantic schemas in
 :mod:`serving.models`), ``GET /metadata`` and ``POST /admin/reload`` (FastAPI routes on
 the same service), ``GET /healthz`` (alive), ``GET /readyz`` (model + index loaded and the
-online store answers; 503 otherwise). With ``LOOKALIKE_API_TOKEN`` set every route except
-``/healthz``, ``/livez`` and ``/readyz`` needs ``Authorization: Bearer <token>``.
+online store answers; 503 otherwise; answered from a probe at most ``readiness_cache_s``
+old). With ``LOOKALIKE_API_TOKEN`` set every route except the probes and ``/docs.json``
+needs ``Authorization: Bearer <token>``; without one, ``/admin/reload`` is refused (403)
+unless ``LOOKALIKE_INSECURE_LOCAL_ADMIN=1``. Bodies over ``max_body_bytes`` get 413 before
+parsing (:mod:`serving.http_guards`); every online-store failure is a 503 and the store is
+reopened on the next request; repeated tracebacks are rate-limited (:mod:`serving.log_limits`).
+The OpenAPI document (``/docs.json``) is completed by :mod:`serving.openapi`.
 
 One worker process: a reload swaps the runtime of the process that received it, so more
 workers would serve different versions until each was reloaded.
@@ -20,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+import time
 from typing import Any
 
 import anyio
@@ -29,9 +35,17 @@ from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from lookalike.errors import LookalikeError
+from serving import log_limits
 from serving.batching import MicroBatcher
 from serving.config import ServingConfig, load_serving_config
-from serving.core import LookalikeRuntime, SeedRejectedError, StoreUnavailableError
+from serving.core import (
+    BudgetExceededError,
+    InvalidRequestError,
+    LookalikeRuntime,
+    SeedRejectedError,
+    StoreUnavailableError,
+)
+from serving.http_guards import BodyLimitMiddleware
 from serving.models import (
     AssignRequest,
     AssignResponse,
@@ -40,11 +54,12 @@ from serving.models import (
     ExpandResponse,
     Versions,
 )
+from serving.openapi import DOCS_PATH, OpenAPIMiddleware
 
 log = logging.getLogger("lookalike.serving")
 
 # Liveness/readiness probes stay open: orchestrators call them without credentials.
-OPEN_PATHS = frozenset({"/healthz", "/livez", "/readyz"})
+OPEN_PATHS = frozenset({"/healthz", "/livez", "/readyz", DOCS_PATH})
 
 
 def error(status: int, message: str) -> JSONResponse:
@@ -76,14 +91,22 @@ class BearerAuthMiddleware:
         await self.app(scope, receive, send)
 
 
-def _configured_token() -> str | None:
+def _current_config() -> ServingConfig:
     from _bentoml_sdk.service import get_current_service
 
     try:
         service = get_current_service()
     except Exception:  # noqa: BLE001 - not instantiated yet: fall back to the environment
-        return load_serving_config().api_token
-    return service.config.api_token  # type: ignore[no-any-return]
+        return load_serving_config()
+    return service.config  # type: ignore[no-any-return]
+
+
+def _configured_token() -> str | None:
+    return _current_config().api_token
+
+
+def _body_limit() -> int:
+    return _current_config().max_body_bytes
 
 
 ops = FastAPI(title="lookalike operations", openapi_url=None, docs_url=None, redoc_url=None)
@@ -95,13 +118,19 @@ class LookalikeService:
     """Loads the champion model, its index bundle and the Feast store once per process."""
 
     def __init__(self, config: ServingConfig | None = None) -> None:
+        log_limits.install()
         self.config = config or load_serving_config()
         log.info("starting lookalike service with %s", self.config.describe())
+        if self.config.api_token is None:
+            log.warning("LOOKALIKE_API_TOKEN is not set: the API is open to anyone who can reach it; "
+                        "/admin/reload is %s", "enabled (insecure-local)" if self.config.allow_insecure_admin
+                        else "disabled")
         # Refuses to start (raises) when model, bundle and registry disagree.
         self._runtime = LookalikeRuntime.load(self.config)
         self._reload_lock = asyncio.Lock()
         self._batcher: MicroBatcher[Versions, CustomerAssignment] = MicroBatcher(
-            self._assign_batch, self.config.batch_max_ids, self.config.batch_max_wait_ms
+            self._assign_batch, self.config.batch_max_ids, self.config.batch_max_wait_ms,
+            shared_errors=(StoreUnavailableError,),
         )
 
     @property
@@ -125,6 +154,8 @@ class LookalikeService:
             versions, results = await self._batcher.submit(list(customer_ids))
         except StoreUnavailableError as exc:
             return error(503, str(exc))  # type: ignore[return-value]
+        except InvalidRequestError as exc:
+            return error(422, str(exc))  # type: ignore[return-value]
         return AssignResponse(versions=versions, results=results)
 
     @bentoml.api(route="/expand", input_spec=ExpandRequest)
@@ -135,20 +166,25 @@ class LookalikeService:
             return error(  # type: ignore[return-value]
                 422, f"target_size {body.target_size} exceeds the maximum {self.config.expand.max_target_size}"
             )
-        if body.seed_customer_ids is not None and len(body.seed_customer_ids) > self.config.expand.max_target_size:
-            return error(422, "too many seed_customer_ids")  # type: ignore[return-value]
+        max_seed = self.config.expand.max_seed_ids
+        if body.seed_customer_ids is not None and len(body.seed_customer_ids) > max_seed:
+            return error(  # type: ignore[return-value]
+                422, f"seed too large: {len(body.seed_customer_ids)} seed_customer_ids (maximum {max_seed})"
+            )
         runtime = self._runtime
+        # The budget starts now: waiting for a worker thread counts against it too.
+        deadline = time.monotonic() + self.config.expand.time_budget_s
         try:
             result = await anyio.to_thread.run_sync(
                 lambda: runtime.expand(
                     seed_ids=body.seed_customer_ids, seed_segment=body.seed_segment,
                     target_size=body.target_size, min_similarity=body.min_similarity,
-                    population=body.population, exclude_seed=body.exclude_seed,
+                    population=body.population, exclude_seed=body.exclude_seed, deadline=deadline,
                 )
             )
-        except SeedRejectedError as exc:
+        except (SeedRejectedError, InvalidRequestError) as exc:
             return error(422, str(exc))  # type: ignore[return-value]
-        except StoreUnavailableError as exc:
+        except (StoreUnavailableError, BudgetExceededError) as exc:
             return error(503, str(exc))  # type: ignore[return-value]
         return ExpandResponse(
             versions=runtime.versions, seed=result.seed, population=result.population,  # type: ignore[arg-type]
@@ -164,6 +200,9 @@ class LookalikeService:
     @ops.post("/admin/reload")
     async def reload(self) -> JSONResponse:
         """Build a complete runtime for the current champion, then swap one reference."""
+        if self.config.api_token is None and not self.config.allow_insecure_admin:
+            return error(403, "admin endpoints are disabled: set LOOKALIKE_API_TOKEN "
+                              "(or LOOKALIKE_INSECURE_LOCAL_ADMIN=1 on a development machine)")
         if self._reload_lock.locked():
             return error(409, "a reload is already in progress")
         async with self._reload_lock:
@@ -181,3 +220,7 @@ class LookalikeService:
 
 
 LookalikeService.add_asgi_middleware(BearerAuthMiddleware)  # type: ignore[attr-defined]
+LookalikeService.add_asgi_middleware(BodyLimitMiddleware, limit=_body_limit)  # type: ignore[attr-defined]
+LookalikeService.add_asgi_middleware(  # type: ignore[attr-defined]
+    OpenAPIMiddleware, spec=lambda: LookalikeService.openapi_spec.asdict(),  # type: ignore[attr-defined]
+)

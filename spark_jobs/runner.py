@@ -18,9 +18,10 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from tqdm import tqdm
 
-from lookalike.artifacts import atomic_dir, write_manifest
+from lookalike.artifacts import MANIFEST_NAME, atomic_dir, read_json, write_manifest
 from lookalike.config import IsoDate, PositiveInt, cli_overrides, config_to_dict, load_config, stage_config
-from lookalike.errors import ConfigError, DataValidationError
+from lookalike.errors import ConfigError, DataValidationError, LookalikeError
+from lookalike.row_guard import check_row_drop
 from spark_jobs import transforms as tf
 from spark_jobs.validation import validate_output, validate_raw
 
@@ -32,6 +33,9 @@ FEATURE_TABLES = tuple(tf.FEATURE_SCHEMAS)
 BUILD_ORDER = ("consent_status", *(t for t in FEATURE_TABLES if t != "consent_status"))
 # Event tables are read only as far back as the longest window needs.
 EVENT_TIME_COLUMNS = {"viewing_sessions": "start_ts", "mobile_usage": "usage_date", "navigation_events": "event_ts"}
+# Raw tables that may legitimately be empty: nobody objected to profiling, or no customer
+# consented to navigation tracking. Any other empty input means a broken extract.
+MAY_BE_EMPTY = frozenset({"suppression", "navigation_events"})
 
 
 @stage_config
@@ -44,6 +48,9 @@ class FeaturesConfig:
     master: str = "local[2]"
     driver_memory: str = "4g"
     shuffle_partitions: PositiveInt = 8
+    # Fail when a table's rows per snapshot date fall by more than this fraction below the
+    # previous output's (1.0 accepts any drop).
+    max_row_drop_fraction: float = 0.5
 
     def grid(self) -> tf.SnapshotGrid:
         try:
@@ -66,6 +73,9 @@ def _read_raw(spark: SparkSession, raw_dir: Path, table: str) -> DataFrame:
         )
     df = spark.read.parquet(str(path))
     validate_raw(table, df)
+    if table not in MAY_BE_EMPTY and df.isEmpty():
+        raise DataValidationError(f"table {table!r} at {path} is empty; refusing to build features from it "
+                                  "(the previous feature tables are kept)")
     return df
 
 
@@ -133,6 +143,7 @@ def run(config: FeaturesConfig, spark: SparkSession | None = None) -> dict[str, 
                 row_counts[table] = written.count()
                 timings[table] = round(time.perf_counter() - started, 2)
                 log.info("features: %s %s rows in %.1fs", table, f"{row_counts[table]:,}", timings[table])
+            _check_row_drops(out_dir, row_counts, len(grid.dates), config.max_row_drop_fraction)
             write_manifest(
                 tmp, "feature_tables",
                 snapshot_dates=[d.isoformat() for d in grid.dates],
@@ -145,6 +156,19 @@ def run(config: FeaturesConfig, spark: SparkSession | None = None) -> dict[str, 
         if owns_session:
             spark.stop()
     return {table: out_dir / table for table in FEATURE_TABLES}
+
+
+def _check_row_drops(out_dir: Path, rows: dict[str, int], n_dates: int, max_fraction: float) -> None:
+    """Rows per snapshot date of every table against the previous output's (its manifest)."""
+    try:
+        previous = read_json(out_dir / MANIFEST_NAME)
+    except LookalikeError:
+        return  # no previous output (or an unreadable one, which this run replaces)
+    previous_dates = max(len(previous.get("snapshot_dates") or []), 1)
+    for table, count in rows.items():
+        before = (previous.get("tables") or {}).get(table, {}).get("rows")
+        check_row_drop(f"feature table {table!r}", before / previous_dates if before is not None else None,
+                       count / max(n_dates, 1), max_fraction)
 
 
 def add_cli(parser: argparse.ArgumentParser) -> None:

@@ -184,6 +184,46 @@ def test_redis_outage_gives_503_then_recovers(server: str, redis_server: Any, re
 
 
 @pytest.mark.e2e
+@pytest.mark.fault
+def test_redis_restart_under_load_is_503_never_500(server: str, redis_server: Any, redis_repo_dir: Path) -> None:
+    known = _population(server)["lookalike"][:5]
+    codes: Counter[int] = Counter()
+    stop = threading.Event()
+    lock = threading.Lock()
+
+    def hammer(offset: int) -> None:
+        with httpx.Client(base_url=server, headers=AUTH, timeout=60) as client:
+            i = offset
+            while not stop.is_set():
+                i += 1
+                response = client.post("/assign", json={"customer_ids": [known[i % len(known)]]})
+                with lock:
+                    codes[response.status_code] += 1
+                if response.status_code not in (200, 503):
+                    stop.set()
+
+    threads = [threading.Thread(target=hammer, args=(k,)) for k in range(4)]
+    for thread in threads:
+        thread.start()
+    try:
+        time.sleep(1.0)
+        redis_server.stop()
+        time.sleep(1.5)
+        redis_server.start()
+        materialize_into_redis(redis_repo_dir, start_date=RELOAD_START_DATE)
+        time.sleep(1.5)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=60)
+    assert set(codes) <= {200, 503}, codes
+    assert codes[503] > 0 and codes[200] > 0, codes
+    after = httpx.post(f"{server}/assign", json={"customer_ids": known}, headers=AUTH, timeout=30)
+    assert after.status_code == 200 and [r["source"] for r in after.json()["results"]] == ["lookalike"] * 5
+
+
+@pytest.mark.e2e
+@pytest.mark.fault
 def test_reload_under_concurrent_requests_has_zero_failures(server: str) -> None:
     failures: list[str] = []
     completed = 0
