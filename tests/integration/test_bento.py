@@ -95,6 +95,8 @@ def test_bento_carries_code_feature_repo_pins_and_model_reference(bento: Path) -
     assert (src / "feature_repo" / "feature_store.yaml").read_text() == (
         REPO_ROOT / "feature_repo" / "feature_store.yaml").read_text()
     assert (src / "infra" / "feature_store.redis.yaml").is_file()
+    for guard_file in ("privacy_policy.yaml", "contract_fingerprints.json"):  # the privacy guard travels too
+        assert (src / "feature_repo" / guard_file).read_text() == (REPO_ROOT / "feature_repo" / guard_file).read_text()
     assert not (src / "feature_repo" / "data").exists()  # the registry is mounted, not baked
     assert not (src / "tests").exists() and not (src / "bench").exists()
     assert not list(src.rglob("__pycache__"))
