@@ -260,9 +260,9 @@ class LookalikeRuntime:
     def is_ready(self) -> bool:
         """Model and index are loaded by construction; the store must answer a read.
 
-        Answered from the last probe while it is younger than ``readiness_cache_s``, and
-        only one probe runs at a time: a flood of /readyz costs at most one store round
-        trip per period, never one per call.
+        Answered from the last probe (or the last request's store read) while it is younger
+        than ``readiness_cache_s``, and only one probe runs at a time: a flood of /readyz
+        costs at most one store round trip per period, never one per call.
         """
         if time.monotonic() - self._probed_at < self.config.readiness_cache_s:
             return self._ready
@@ -306,6 +306,7 @@ class LookalikeRuntime:
             result = read(self.reader)
         except Exception as exc:
             self._store_failed = True
+            self._ready, self._probed_at = False, time.monotonic()
             # Type only: driver messages can carry hosts, paths or credentials.
             log.warning("online store read failed (%s); reopening it on the next request",
                         type(exc).__name__, exc_info=True)
@@ -313,6 +314,8 @@ class LookalikeRuntime:
                 f"online feature store unavailable ({type(exc).__name__}); retry shortly"
             ) from exc
         self._store_failed = False
+        # Every answered read is a readiness probe for free: /readyz follows real traffic.
+        self._ready, self._probed_at = True, time.monotonic()
         return result
 
     def _reopen_store(self) -> None:

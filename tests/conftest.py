@@ -12,6 +12,7 @@ import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -39,6 +40,17 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def service_asgi_app() -> Any:
+    """The BentoML service as one ASGI app per session: BentoML registers its Prometheus
+    metrics per app, so a second app in the same process fails ("Duplicated timeseries").
+    Test modules enter it with ``TestClient`` under their own environment; each entry starts
+    a fresh service instance."""
+    from serving.service import LookalikeService
+
+    return LookalikeService.to_asgi()
 
 
 @pytest.fixture(scope="session")

@@ -33,16 +33,14 @@ def private_repo(materialized_repo_dir: Path, tmp_path_factory: pytest.TempPathF
 
 
 @pytest.fixture(scope="module")
-def client(trained_model: Any, index_bundle_dir: Path, private_repo: Path) -> Iterator[Any]:
+def client(trained_model: Any, index_bundle_dir: Path, private_repo: Path, service_asgi_app: Any) -> Iterator[Any]:
     from starlette.testclient import TestClient
-
-    from serving.service import LookalikeService
 
     env = serving_env(trained_model, index_bundle_dir, private_repo)
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     try:
-        with TestClient(LookalikeService.to_asgi()) as test_client:
+        with TestClient(service_asgi_app) as test_client:
             test_client.headers["Authorization"] = f"Bearer {TOKEN}"
             yield test_client
     finally:

@@ -67,16 +67,15 @@ def pick_population(runtime: Any) -> Population:
 
 
 @pytest.fixture(scope="module")
-def inprocess_client(trained_model: Any, index_bundle_dir: Path, materialized_repo_dir: Path) -> Iterator[Any]:
+def inprocess_client(trained_model: Any, index_bundle_dir: Path, materialized_repo_dir: Path,
+                     service_asgi_app: Any) -> Iterator[Any]:
     from starlette.testclient import TestClient
-
-    from serving.service import LookalikeService
 
     env = serving_env(trained_model, index_bundle_dir, materialized_repo_dir)
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     try:
-        with TestClient(LookalikeService.to_asgi()) as client:
+        with TestClient(service_asgi_app) as client:
             client.headers["Authorization"] = f"Bearer {TOKEN}"
             yield client
     finally:
