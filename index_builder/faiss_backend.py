@@ -75,6 +75,9 @@ class IndexParams:
     tune_seconds: NonNegativeFloat = 120.0
     threads: NonNegativeInt = 0  # 0 = faiss default (all cores)
     seed: int = 1234
+    # HNSW coarse quantizer's efSearch; 0 = max(64, 2 * nprobe). On 2M weekly queries the
+    # quantizer pass costs about as much as the list scan (bench/README.md, issue #11).
+    quantizer_ef_search: NonNegativeInt = 0
 
     def __post_init__(self) -> None:
         if self.type not in INDEX_TYPES:
@@ -233,7 +236,7 @@ def _make_cpu_index(dim: int, params: IndexParams, n: int) -> tuple[Any, dict[st
         if quantizer_kind == "hnsw":
             quantizer = faiss.IndexHNSWFlat(dim, 32, faiss.METRIC_INNER_PRODUCT)
             quantizer.hnsw.efConstruction = 40
-            quantizer.hnsw.efSearch = max(64, 2 * nprobe)
+            quantizer.hnsw.efSearch = quantizer_ef(params, nprobe)
         index = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
         index.cp.seed = params.seed
         index.cp.niter = params.kmeans_iterations
@@ -332,10 +335,15 @@ def _knob(built: BuiltIndex) -> tuple[str, int, int] | None:
     return None
 
 
-def _apply_knob(built: BuiltIndex, name: str, value: int) -> None:
+def quantizer_ef(params: IndexParams, nprobe: int) -> int:
+    """efSearch of an HNSW coarse quantizer probing ``nprobe`` lists (never below nprobe)."""
+    return max(nprobe, params.quantizer_ef_search) if params.quantizer_ef_search else max(64, 2 * nprobe)
+
+
+def _apply_knob(built: BuiltIndex, name: str, value: int, params: IndexParams) -> None:
     built.params[name] = value
     if name == "nprobe" and built.params.get("quantizer") == "hnsw":
-        built.params["quantizer_ef_search"] = max(64, 2 * value)
+        built.params["quantizer_ef_search"] = quantizer_ef(params, value)
     set_search_params(built.index, built.params)
     if built.search_index is not None and built.search_index is not built.index:
         try:
@@ -392,7 +400,7 @@ def guarantee_recall(built: BuiltIndex, data: np.ndarray, k: int, params: IndexP
             _fall_back_to_exact(built, data, f"recall@{k} {recall:.4f} < {params.min_recall} ({why})")
             break
         knob = (name, min(limit, max(value + 1, int(value * 1.5))), limit)
-        _apply_knob(built, name, knob[1])
+        _apply_knob(built, name, knob[1], params)
     built.recall_check["seconds"] = round(time.perf_counter() - started, 3)
     log.info("%s index %s recall@%d vs exact on %d held-out anchors: %.4f (target %.2f)", built.index_type,
              {key: v for key, v in built.params.items() if key != "selected_by"}, k, len(rows),
