@@ -13,6 +13,7 @@ scorer (simplest first)   out-of-sample scores                                fi
 ``tower_knn``             validation anchors, neighbours among non-test        the FAISS index itself
                           anchors without themselves (the tower trained on
                           the train split)
+``raw_feature_knn``       leave-one-out among non-test anchors                the anchors' feature matrix
 ``iv_weighted_knn``       leave-one-out among non-test anchors                IV weights per segment + anchor features
 ``gradient_boosting``     K-fold cross-fitting over non-test anchors          one LightGBM model per segment
 ========================  ==================================================  ======================================
@@ -45,9 +46,10 @@ log = logging.getLogger(__name__)
 
 # Simplest first (linear before non-parametric, fewest fitted degrees of freedom first): a
 # later scorer must beat an earlier one by more than the noise of the comparison.
-SCORERS = ("logistic_regression", "tower_head", "tower_knn", "iv_weighted_knn", "gradient_boosting")
+SCORERS = ("logistic_regression", "tower_head", "tower_knn", "raw_feature_knn", "iv_weighted_knn",
+           "gradient_boosting")
 # Scorers that need the preprocessed feature matrix (the others only need embeddings).
-FEATURE_SCORERS = frozenset({"logistic_regression", "iv_weighted_knn", "gradient_boosting"})
+FEATURE_SCORERS = frozenset({"logistic_regression", "raw_feature_knn", "iv_weighted_knn", "gradient_boosting"})
 STATE_FILE = "state.npz"
 GBM_DIR = "gradient_boosting"
 ANCHOR_FEATURES_FILE = "anchor_features.npy"
@@ -233,6 +235,10 @@ def out_of_sample(name: str, data: AnchorData, params: ScorerParams,
         return OutOfSample(rows, scores)
     x, y_all = data.features[fit_rows], data.dense_labels(fit_rows)
     out = np.zeros((len(fit_rows), n_segments), dtype=np.float32)
+    if name == "raw_feature_knn":
+        scores, _, _ = _knn(faiss_backend.l2_normalise(x), data.labels[fit_rows], x, params.k, params.aggregation,
+                            np.arange(len(fit_rows)))
+        return OutOfSample(fit_rows, scores)
     if name == "iv_weighted_knn":
         for j in tqdm(range(n_segments), desc="iv-weighted kNN (leave-one-out)", unit="segment", leave=False):
             weights = _iv_weights(x, y_all[:, j])
@@ -277,6 +283,11 @@ class FittedScorers:
     iv_pool_labels: sp.csr_matrix | None = None
 
     @functools.cached_property
+    def _normalised_anchor_features(self) -> np.ndarray:
+        assert self.anchor_features is not None
+        return faiss_backend.l2_normalise(self.anchor_features)
+
+    @functools.cached_property
     def _iv_pool(self) -> tuple[np.ndarray, np.ndarray]:
         """Dense holder matrix and the anchors' weighted norms per segment, computed once per
         bundle so an online request costs one matrix-vector product per IV-kNN segment."""
@@ -309,6 +320,10 @@ class FittedScorers:
             for i, j in enumerate(columns):
                 out[:, i] = _gbm_apply(self.boosters[j], features)
             return out
+        if name == "raw_feature_knn":
+            assert self.anchor_features is not None and self.iv_pool_labels is not None
+            return _knn(self._normalised_anchor_features, self.iv_pool_labels, features, self.k, self.aggregation,
+                        exclude_anchor_rows)[0][:, columns]
         if name == "iv_weighted_knn":
             assert self.anchor_features is not None and self.iv_pool_labels is not None
             weights = self.arrays["iv_weights"]
@@ -397,6 +412,7 @@ def fit_scorers(names: Sequence[str], data: AnchorData, params: ScorerParams,
             else:
                 weights[j] = w
         fitted.arrays.update(iv_weights=weights, iv_constant=constant)
+    if "iv_weighted_knn" in names or "raw_feature_knn" in names:
         # every anchor is a neighbour candidate at assignment time, like the tower's index
         fitted.anchor_features = np.ascontiguousarray(data.features, dtype=np.float32)
         fitted.iv_pool_labels = sp.csr_matrix(data.labels, dtype=np.uint8)

@@ -6,8 +6,8 @@ Segments are built so that the right scorer is known in advance:
 - ``lin_*``: the holding probability is logistic in ONE feature (spend, age, visits), with
   label noise -- a linear model is the correctly specified one (trees and neighbour votes
   fit the noise and must not beat it by more than the noise of the comparison);
-- ``clu_*``: membership of one of two opposite clusters in the visit-share space -- not
-  linearly separable, a nearest-neighbour vote recovers it;
+- ``clu_*``: parity (XOR) of the corners of eight tight clusters in the visit-share space --
+  no hyperplane separates it, a nearest-neighbour vote recovers it;
 - ``family``: a boolean feature; ``noise_*``: independent of every feature (must not ship).
 """
 
@@ -32,7 +32,7 @@ MEMBERS = 800
 LINEAR = ("lin_spend", "lin_age", "lin_visits")
 CLUSTERED = ("clu_a", "clu_b", "clu_c", "clu_d")
 NOISE = ("noise_a", "noise_b")
-KNN_SCORERS = {"tower_knn", "iv_weighted_knn", "tower_head"}
+KNN_SCORERS = {"tower_knn", "raw_feature_knn", "iv_weighted_knn", "tower_head"}
 
 
 def _stamp(day: str, n: int) -> pa.Array:
@@ -48,8 +48,10 @@ def write_small_base(out: Path, seed: int = 11) -> None:
     rng = np.random.default_rng(seed)
     n = MEMBERS
     ids = np.arange(50_001, 50_001 + n, dtype=np.int64)
+    # eight tight clusters on the corners of a cube in the class/weights/pool share space
     cluster = rng.integers(0, 8, n)
-    centres = rng.uniform(0.05, 0.95, size=(8, 4))
+    bits = (cluster[:, None] >> np.arange(3)) & 1
+    centres = np.c_[0.15 + 0.7 * ((np.arange(8)[:, None] >> np.arange(3)) & 1), np.full(8, 0.3)]
     shares = np.clip(centres[cluster] + rng.normal(0, 0.04, size=(n, 4)), 0, 1)
     minutes = 40 + 40 * centres[cluster, 0] + rng.normal(0, 2, n)
     visits = rng.poisson(8, n).astype(float)
@@ -63,8 +65,9 @@ def write_small_base(out: Path, seed: int = 11) -> None:
         "lin_spend": rng.random(n) < _sigmoid(3.0 * (z["spend"] - 0.3)),
         "lin_age": rng.random(n) < _sigmoid(3.0 * z["age"]),
         "lin_visits": rng.random(n) < _sigmoid(3.0 * (z["visits"] - 0.5)),
-        "clu_a": np.isin(cluster, [0, 3]), "clu_b": np.isin(cluster, [1, 5]),
-        "clu_c": np.isin(cluster, [2, 6]), "clu_d": np.isin(cluster, [4, 7]),
+        # parities of corner coordinates: no hyperplane separates them, neighbours do
+        "clu_a": (bits[:, 0] ^ bits[:, 1]).astype(bool), "clu_b": (bits[:, 1] ^ bits[:, 2]).astype(bool),
+        "clu_c": (bits[:, 0] ^ bits[:, 2]).astype(bool), "clu_d": (bits[:, 0] ^ bits[:, 1] ^ bits[:, 2]).astype(bool),
         "family": family,
         "noise_a": rng.random(n) < 0.3, "noise_b": rng.random(n) < 0.2,
     }
@@ -133,7 +136,8 @@ def test_small_base_selects_sensibly_and_never_loses_to_a_single_method(tmp_path
 
     # linear-in-one-feature segments: a model of the features wins (the linear one at least once),
     # and the linear model beats the tower's kNN vote out of sample
-    assert all(choice[s].scorer in {"logistic_regression", "gradient_boosting", "iv_weighted_knn"} for s in LINEAR), chosen
+    assert all(choice[s].scorer in {"logistic_regression", "gradient_boosting", "iv_weighted_knn", "raw_feature_knn"}
+               for s in LINEAR), chosen
     assert any(choice[s].scorer == "logistic_regression" for s in LINEAR), chosen
     for segment in LINEAR:
         fits = choice[segment].candidates
@@ -148,7 +152,8 @@ def test_small_base_selects_sensibly_and_never_loses_to_a_single_method(tmp_path
     table = pq.read_table(result.segments_dir / "segments.parquet").to_pandas()
     lookalike = table[table["source"] == "lookalike"]
     assert not set(lookalike["segment"]) & set(NOISE)
-    assert set(lookalike["segment"]) >= set(LINEAR) | set(CLUSTERED)
+    shipped = {c.segment for c in bundle.selection.segments if c.shipped}
+    assert set(LINEAR) <= set(lookalike["segment"]) <= shipped, chosen
 
     metrics = json.loads((result.report_dir / "metrics.json").read_text())
     methods = {m["method"]: m for m in metrics["methods"]}

@@ -38,8 +38,8 @@ def test_bundle_follows_the_contract(index_bundle_dir: Path, trained_model, feat
     # a scorer, its out-of-sample F1 and threshold per segment; catalog names for display
     selection = bundle.selection
     assert selection is not None and selection.names == bundle.segments
-    assert set(selection.scorers) == {"tower_knn", "logistic_regression", "tower_head", "iv_weighted_knn",
-                                      "gradient_boosting"}
+    assert set(selection.scorers) == {"tower_knn", "logistic_regression", "tower_head", "raw_feature_knn",
+                                      "iv_weighted_knn", "gradient_boosting"}
     assert np.allclose(selection.thresholds, spec.thresholds)
     assert all(c.scorer in selection.scorers for c in selection.segments if c.shipped)
     assert spec.segment_names and set(spec.segment_names) <= set(bundle.segments)
