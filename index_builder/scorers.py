@@ -171,11 +171,18 @@ def _iv_weights(features: np.ndarray, y: np.ndarray) -> np.ndarray | None:
     return weights if np.any(weights > 0) else None
 
 
-def _knn(pool: np.ndarray, pool_labels: sp.csr_matrix, queries: np.ndarray, k: int, aggregation: str,
-         exclude_rows: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Exact cosine kNN scores (and the neighbours) of ``queries`` against ``pool``."""
+def _flat_index(pool: np.ndarray) -> Any:
     index = faiss_backend.faiss.IndexFlatIP(pool.shape[1])
     index.add(np.ascontiguousarray(pool, dtype=np.float32))
+    return index
+
+
+def _knn(pool: np.ndarray, pool_labels: sp.csr_matrix, queries: np.ndarray, k: int, aggregation: str,
+         exclude_rows: np.ndarray | None, index: Any = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Exact cosine kNN scores (and the neighbours) of ``queries`` against ``pool``; pass the
+    pool's prebuilt ``index`` where it is searched more than once (serving)."""
+    if index is None:
+        index = _flat_index(pool)
     k = min(k, pool.shape[0] - (1 if exclude_rows is not None else 0))
     normalised = faiss_backend.l2_normalise(queries)
     if exclude_rows is None:
@@ -288,6 +295,11 @@ class FittedScorers:
         return faiss_backend.l2_normalise(self.anchor_features)
 
     @functools.cached_property
+    def _raw_feature_index(self) -> Any:
+        """Built once per bundle: rebuilding it cost every online request a copy of all anchors."""
+        return _flat_index(self._normalised_anchor_features)
+
+    @functools.cached_property
     def _iv_pool(self) -> tuple[np.ndarray, np.ndarray]:
         """Dense holder matrix and the anchors' weighted norms per segment, computed once per
         bundle so an online request costs one matrix-vector product per IV-kNN segment."""
@@ -323,7 +335,7 @@ class FittedScorers:
         if name == "raw_feature_knn":
             assert self.anchor_features is not None and self.iv_pool_labels is not None
             return _knn(self._normalised_anchor_features, self.iv_pool_labels, features, self.k, self.aggregation,
-                        exclude_anchor_rows)[0][:, columns]
+                        exclude_anchor_rows, index=self._raw_feature_index)[0][:, columns]
         if name == "iv_weighted_knn":
             assert self.anchor_features is not None and self.iv_pool_labels is not None
             weights = self.arrays["iv_weights"]
