@@ -76,6 +76,24 @@ def opt_in_rows(customer_ids: np.ndarray, segment_lists: list[list[str]]) -> pd.
                          "score": np.ones(len(segs), dtype=np.float32)})
 
 
+def manifest_counts(population: Any, *, without_features: int, scored: int, assigned: int, opt_in_rows: int,
+                    lookalike_rows: int) -> dict[str, int]:
+    """The segment-table manifest's ``counts``: one definition for every engine, so their
+    manifests can be compared field by field."""
+    return {
+        "customers": int(len(population.customer_ids)),
+        "opt_in_customers": int(population.opt_in.sum()),
+        "opt_in_without_labels": int((population.opt_in & ~population.has_labels).sum()),
+        "suppressed_customers": int((population.suppressed & ~population.opt_in).sum()),
+        "lookalike_candidates": int(population.lookalike_mask.sum()),
+        "lookalike_without_features": int(without_features),
+        "lookalike_scored": int(scored),
+        "lookalike_customers_assigned": int(assigned),
+        "opt_in_rows": int(opt_in_rows),
+        "lookalike_rows": int(lookalike_rows),
+    }
+
+
 @dataclass
 class LookalikeResult:
     customer_ids: np.ndarray
@@ -173,19 +191,12 @@ def run(config: AssignConfig, *, population: Any = None, encoder_and_info: Any =
     if on_scored is not None:
         on_scored(result)
     table = build_table(population, result, bundle)
-    suppressed = int((population.suppressed & ~population.opt_in).sum())
-    counts = {
-        "customers": int(len(population.customer_ids)),
-        "opt_in_customers": int(population.opt_in.sum()),
-        "opt_in_without_labels": int((population.opt_in & ~population.has_labels).sum()),
-        "suppressed_customers": suppressed,
-        "lookalike_candidates": int(population.lookalike_mask.sum()),
-        "lookalike_without_features": result.without_features,
-        "lookalike_scored": int(len(result.customer_ids)),
-        "lookalike_customers_assigned": int(result.decisions.any(axis=1).sum()) if len(result.decisions) else 0,
-        "opt_in_rows": int(sum(1 for s in table.column("source").to_pylist() if s == "opt_in")),
-    }
-    counts["lookalike_rows"] = table.num_rows - counts["opt_in_rows"]
+    opt_in_rows = int(sum(1 for s in table.column("source").to_pylist() if s == "opt_in"))
+    counts = manifest_counts(
+        population, without_features=result.without_features, scored=int(len(result.customer_ids)),
+        assigned=int(result.decisions.any(axis=1).sum()) if len(result.decisions) else 0,
+        opt_in_rows=opt_in_rows, lookalike_rows=table.num_rows - opt_in_rows)
+    suppressed = counts["suppressed_customers"]
     log.info("suppressed customers (no lookalike segments): %d", suppressed)
     run_date = as_of.date().isoformat()
     out_dir = output_dir or Path(config.output_root) / run_date

@@ -385,7 +385,13 @@ def run(config: Any, params: SparkParams, *, population: Any, encoder_and_info: 
     (staged: the weekly job swaps it in); same rows, manifest and counts as the local engine."""
     from pyspark.sql import functions as F
 
-    from index_builder.assign import SEGMENT_TABLE_KIND, SEGMENT_TABLE_SCHEMA, SEGMENTS_FILE, opt_in_rows
+    from index_builder.assign import (
+        SEGMENT_TABLE_KIND,
+        SEGMENT_TABLE_SCHEMA,
+        SEGMENTS_FILE,
+        manifest_counts,
+        opt_in_rows,
+    )
     from lookalike.artifacts import atomic_dir, write_manifest
     from lookalike.feast_utils import open_store
     from spark_jobs.session import get_spark
@@ -412,19 +418,9 @@ def run(config: Any, params: SparkParams, *, population: Any, encoder_and_info: 
     for row in sorted(volumes_rows, key=lambda r: (r["segment"], r["source"])):
         volumes.setdefault(row["segment"], {"lookalike": 0, "opt_in": 0})[row["source"]] = int(row["count"])
     lookalike_rows = sum(v["lookalike"] for v in volumes.values())
-    suppressed = int((population.suppressed & ~population.opt_in).sum())
-    counts = {
-        "customers": int(len(population.customer_ids)),
-        "opt_in_customers": int(population.opt_in.sum()),
-        "opt_in_without_labels": int((population.opt_in & ~population.has_labels).sum()),
-        "suppressed_customers": suppressed,
-        "lookalike_candidates": int(population.lookalike_mask.sum()),
-        "lookalike_without_features": result.without_features,
-        "lookalike_scored": result.scored,
-        "lookalike_customers_assigned": result.assigned_customers,
-        "opt_in_rows": int(len(opt_in)),
-        "lookalike_rows": int(lookalike_rows),
-    }
+    counts = manifest_counts(population, without_features=result.without_features, scored=result.scored,
+                             assigned=result.assigned_customers, opt_in_rows=int(len(opt_in)),
+                             lookalike_rows=lookalike_rows)
     with atomic_dir(output_dir) as tmp:
         table.write.parquet(str(tmp / SEGMENTS_FILE), compression="zstd")
         write_manifest(tmp, SEGMENT_TABLE_KIND, row_count=counts["opt_in_rows"] + counts["lookalike_rows"],
