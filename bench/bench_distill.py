@@ -14,6 +14,13 @@ every candidate; the teacher (upper bound: it reads privileged inputs, cannot be
 
     .venv/bin/python bench/bench_distill.py [--customers 20000 | --repo R --snapshot S] [--seeds 1,2,3] [key=value ...]
 
+``--selection`` also scores the student alone, the student with teacher and the teacher under the
+assignment selection of issue #9: a bundle is built from each model's anchors exactly as
+``lookalike build-index`` does (six candidate scorers per segment, out-of-sample selection on the
+non-test anchors) and the selected system is scored on the same test split. Only the tower
+scorers (kNN vote, auxiliary head) see the embeddings; the feature scorers see the model's
+preprocessed inputs -- for the teacher those include the privileged view (upper bound only).
+
 Without ``--repo``/``--snapshot`` it first builds a demo base of ``--customers`` in a temporary
 directory (datagen -> Spark feature tables -> ``feast apply`` -> snapshot at 2026-11-15).
 """
@@ -61,7 +68,38 @@ def knn_test_f1(embeddings: np.ndarray, labels: np.ndarray, split: np.ndarray, c
     return {"micro_f1": metrics.micro_f1, "macro_f1": metrics.macro_f1}
 
 
-def run_seed(config: TrainConfig, repo: Path, kinds: dict[str, str], params: AssignmentParams) -> dict[str, Any]:
+def selected_test_f1(encoder: Any, frame: Any, ids: np.ndarray, labels: np.ndarray, split: np.ndarray,
+                     groups: dict[str, np.ndarray], segments: list[str], workdir: Path) -> dict[str, float]:
+    """Test micro/macro-F1 per segment group of the selected system built from ``encoder``."""
+    import tempfile
+
+    from index_builder.build import build_bundle_from_arrays
+    from index_builder.bundle import load_bundle
+    from index_builder.evaluate import SELECTED, compare_methods
+    from index_builder.faiss_backend import IndexParams
+
+    embeddings, features = encoder.embed(frame), encoder.feature_matrix(frame)
+    anchors = sp.csr_matrix(labels)
+    with tempfile.TemporaryDirectory(dir=workdir) as scratch:
+        bundle_dir = Path(scratch) / "bundle"
+        build_bundle_from_arrays(bundle_dir, embeddings, ids, anchors, segments, split, IndexParams(),
+                                 AssignmentParams(), features=features, head=encoder.segment_head_arrays(),
+                                 index_version="bench-distill", model_version="0", run_date="2026-11-15")
+        results = compare_methods(load_bundle(bundle_dir), ids, anchors, split, embeddings, features, [])
+    decisions = next(r.test_decisions for r in results if r.name == SELECTED)
+    test = split == "test"
+    prevalence = labels[split != "test"].mean(axis=0)
+    out: dict[str, float] = {}
+    for group, columns in groups.items():
+        if len(columns):
+            metrics = segment_metrics(labels[test][:, columns], np.asarray(decisions)[:, columns],
+                                      [segments[c] for c in columns], prevalence[columns])
+            out[f"selected.{group}.micro_f1"], out[f"selected.{group}.macro_f1"] = metrics.micro_f1, metrics.macro_f1
+    return out
+
+
+def run_seed(config: TrainConfig, repo: Path, kinds: dict[str, str], params: AssignmentParams,
+             selection_workdir: Path | None = None) -> dict[str, Any]:
     snapshot = load_snapshot(config.snapshot or "", config.min_customers)
     inputs = read_teacher_inputs(repo, snapshot)
     if inputs is None:
@@ -95,6 +133,18 @@ def run_seed(config: TrainConfig, repo: Path, kinds: dict[str, str], params: Ass
     rows["teacher (upper bound, not servable)"] = {
         "val_knn_micro_f1": result.teacher.best_knn.best,
         **score(result.teacher.encoder.embed(result.teacher_snapshot.frame))}
+    if selection_workdir is not None:
+        ids = np.asarray(snapshot.customer_ids)
+        selected = {"student alone": result.fits[PLAIN].encoder,
+                    "student with teacher": result.fits[best_distilled.key].encoder}
+        for name, encoder in selected.items():
+            rows[name].update(selected_test_f1(encoder, snapshot.frame, ids, labels, split, groups,
+                                               list(snapshot.vocabulary), selection_workdir))
+        teacher_frame = result.teacher_snapshot.frame
+        if list(result.teacher_snapshot.customer_ids) == list(ids):
+            rows["teacher (upper bound, not servable)"].update(selected_test_f1(
+                result.teacher.encoder, teacher_frame, ids, labels, split, groups, list(snapshot.vocabulary),
+                selection_workdir))
     return {"seed": config.seed, "train_s": round(train_s, 1), "customers": len(snapshot.frame),
             "split": {k: int((split == k).sum()) for k in ("train", "validation", "test")}, "rows": rows}
 
@@ -128,6 +178,8 @@ def main() -> None:
     parser.add_argument("--catalog", type=Path, default=None, help="segment_catalog.parquet (segment kinds)")
     parser.add_argument("--seeds", default="1,2,3", help="comma-separated seeds")
     parser.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
+    parser.add_argument("--selection", action="store_true",
+                        help="also score each model under the per-segment scorer selection (issue #9)")
     parser.add_argument("overrides", nargs="*", help="training key=value overrides")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
@@ -146,11 +198,15 @@ def main() -> None:
         config = load_config(TrainConfig, ROOT / "configs" / "training.yaml", [
             f"snapshot={args.snapshot}", f"seed={seed}", f"split.seed={seed}", "progress=false",
             *args.overrides])
-        results.append(run_seed(config, args.repo, kinds, params))
+        results.append(run_seed(config, args.repo, kinds, params,
+                                selection_workdir=args.snapshot.parent if args.selection else None))
         print(json.dumps(results[-1], indent=1), flush=True)
     load_after = os.getloadavg()
     names = list(results[0]["rows"])
     metrics = ["non_navigation.micro_f1", "non_navigation.macro_f1", "navigation.micro_f1"]
+    if args.selection:
+        metrics += ["selected.non_navigation.micro_f1", "selected.non_navigation.macro_f1",
+                    "selected.navigation.micro_f1"]
     print(f"\nload average before {load_before[0]:.1f}, after {load_after[0]:.1f} (1-min); seeds {args.seeds}; "
           f"{results[0]['customers']} opt-in customers, overrides {args.overrides}")
     print(f"| method | {' | '.join(metrics)} | val kNN micro-F1 |")
