@@ -32,6 +32,7 @@ from index_builder.scorers import (
     OutOfSample,
     ScorerParams,
     check_scorer_names,
+    feature_knn_guard,
     fit_scorers,
     out_of_sample,
 )
@@ -86,6 +87,9 @@ def calibrate(
     names = check_scorer_names(params.scorers)
     if data.features.shape[1] == 0:
         names = [s for s in names if s not in FEATURE_SCORERS]
+    names, excluded = feature_knn_guard(names, len(data.split), params.feature_knn_max_anchors)
+    for name, why in excluded.items():
+        log.warning("scorer %s %s", name, why)
     scorer_params = ScorerParams(k=k, aggregation=params.aggregation, folds=params.cv_folds, seed=params.seed,
                                  threads=params.threads)
     # BLAS/OpenMP pools at ``threads``: several threads busy-wait on a shared machine (scorers.py)
@@ -105,6 +109,7 @@ def calibrate(
             tie_tolerance=params.tie_tolerance, min_positives=params.min_positives,
             threshold_floor=params.threshold_floor, prevalence_rows=fit_rows,
             ship_without_signal=params.ship_without_signal, ship_segments=params.ship_segments, seed=params.seed,
+            excluded_scorers=excluded,
         )
         started = time.perf_counter()
         fitted = fit_scorers([s for s in oos if s != "tower_knn"], data, scorer_params, head)

@@ -52,6 +52,12 @@ class AssignmentParams:
     seed: int = 0
     # threads per LightGBM fit (more than 1 oversubscribes a shared machine, see scorers.py)
     threads: PositiveInt = 1
+    # Above this many anchors in the index, raw-feature and IV-weighted kNN (exact scans of
+    # every anchor's features per query) are not candidates. At 10,000 anchors x 187 features,
+    # IV-kNN costs ~2 ms of CPU per /assign customer for 15 segments (4.6 ms for 60) and ~75 s of
+    # leave-one-out scoring at build; both grow linearly per query and quadratically per build
+    # (bench/README.md, "Scale guard").
+    feature_knn_max_anchors: PositiveInt = 10_000
 
     def __post_init__(self) -> None:
         if self.aggregation not in AGGREGATIONS:

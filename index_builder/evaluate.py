@@ -254,6 +254,7 @@ def write_evaluation(
         "warnings": warnings,
         "summary": opening,
         "selection": choices.to_dict(orient="records"),
+        "excluded_scorers": dict(selection.excluded_scorers) if selection is not None else {},
         "excluded_segments": excluded["segment"].tolist(),
         "unrecoverable_segments": unrecoverable,
         "navigation_segments": sorted(navigation),
@@ -298,7 +299,9 @@ def write_evaluation(
              [display], images["methods"]),
             ("Scorer per segment",
              "Chosen from out-of-sample F1 on non-test opt-in anchors (cross-validated thresholds); ties go to "
-             "the simpler scorer. Segments that do not beat the prevalence prior get no lookalike rows.",
+             "the simpler scorer. Segments that do not beat the prevalence prior get no lookalike rows."
+             + "".join(f" Scorer {name} {why}." for name, why in
+                       (selection.excluded_scorers.items() if selection is not None else [])),
              [choices], []),
             ("Volume expansion",
              "Customers per segment: opt-in (explicit) and lookalike (inferred for non-opt-in customers); "

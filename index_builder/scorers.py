@@ -40,6 +40,7 @@ from tqdm import tqdm
 from index_builder import faiss_backend
 from index_builder.aggregation import score_neighbours
 from index_builder.baselines import information_value
+from index_builder.booster_merge import MergedBoosters, merge_boosters
 from lookalike.errors import ArtifactError, ConfigError
 
 log = logging.getLogger(__name__)
@@ -50,10 +51,17 @@ SCORERS = ("logistic_regression", "tower_head", "tower_knn", "raw_feature_knn", 
            "gradient_boosting")
 # Scorers that need the preprocessed feature matrix (the others only need embeddings).
 FEATURE_SCORERS = frozenset({"logistic_regression", "raw_feature_knn", "iv_weighted_knn", "gradient_boosting"})
+# Exact searches in the feature space: cost O(queries x anchors x features), no index to prune
+# them, so they are candidates only up to ``assignment.feature_knn_max_anchors`` anchors.
+FEATURE_KNN_SCORERS = frozenset({"raw_feature_knn", "iv_weighted_knn"})
 STATE_FILE = "state.npz"
 GBM_DIR = "gradient_boosting"
 ANCHOR_FEATURES_FILE = "anchor_features.npy"
 SCORERS_JSON = "scorers.json"
+# Up to this many rows, all gradient-boosting segments are scored by one merged LightGBM model
+# (one predict call instead of one per segment: the per-call overhead dominates small requests);
+# above it per-segment models are faster per row (bench/README.md, "Per-request cost").
+MERGED_BOOSTER_MAX_ROWS = 64
 
 
 def check_scorer_names(names: Sequence[str]) -> list[str]:
@@ -61,6 +69,17 @@ def check_scorer_names(names: Sequence[str]) -> list[str]:
     if unknown or not names:
         raise ConfigError(f"assignment.scorers must be a non-empty subset of {list(SCORERS)}; unknown {unknown}")
     return [s for s in SCORERS if s in names]
+
+
+def feature_knn_guard(names: Sequence[str], anchors: int, max_anchors: int) -> tuple[list[str], dict[str, str]]:
+    """``(candidates, {scorer: why it is not one})``: drops the exact feature-space kNN scorers
+    when the index holds more than ``max_anchors`` anchors (every query would scan them all)."""
+    if anchors <= max_anchors:
+        return list(names), {}
+    excluded = {name: (f"not a candidate: exact feature-space kNN over {anchors:,} anchors exceeds "
+                       f"assignment.feature_knn_max_anchors={max_anchors:,} (cost grows with queries x "
+                       f"anchors x features)") for name in names if name in FEATURE_KNN_SCORERS}
+    return [n for n in names if n not in excluded], excluded
 
 
 @dataclass
@@ -192,35 +211,89 @@ def _knn(pool: np.ndarray, pool_labels: sp.csr_matrix, queries: np.ndarray, k: i
     return score_neighbours(sims, ids, pool_labels, aggregation), sims, ids
 
 
-def weighted_knn_vote(pool: np.ndarray, holders: np.ndarray, queries: np.ndarray, weights: np.ndarray, k: int,
-                      exclude_rows: np.ndarray | None = None, chunk: int = 2048,
-                      pool_norm: np.ndarray | None = None) -> np.ndarray:
-    """Share of holders among the k nearest pool rows by cosine in the feature space scaled by
-    ``weights`` (IV-weighted kNN). ``exclude_rows[i]`` (pool row or -1) is left out of query i's
-    neighbours. One exact NumPy path for batch and online: the scaled pool is never materialised
-    (``(q w^2) . a``), so a single online query costs one matrix-vector product per segment."""
-    k = min(k, pool.shape[0] - (1 if exclude_rows is not None else 0))
-    if k < 1:
-        return np.full(queries.shape[0], holders.mean() if len(holders) else 0.0, np.float32)
+def weighted_knn_votes(pool: np.ndarray, holders: np.ndarray, queries: np.ndarray, weights: np.ndarray, k: int,
+                       exclude_rows: np.ndarray | None = None, pool_norms: np.ndarray | None = None,
+                       memory_bytes: int = 2 << 20) -> np.ndarray:
+    """IV-weighted kNN votes of several segments at once: ``(queries, segments)``.
+
+    For segment ``s``: the share of holders (``holders[:, s]``) among the k nearest pool rows
+    by cosine in the feature space scaled by ``weights[s]``. ``exclude_rows[i]`` (pool row or
+    -1) is left out of query i's neighbours. The scaled pool is never materialised
+    (``(q w^2) . a``); the similarities of all segments for a chunk of queries come from one
+    matrix product ``(segments * chunk, d) @ (d, pool)``, the chunk sized so the
+    ``segments x chunk x pool`` block stays within ``memory_bytes`` (cache-sized: 1-2 MB blocks
+    ran 1.5x faster per query than 64 MB ones, which are bound by memory bandwidth in the
+    division and the partition). One online query thus
+    reads the pool once instead of once per segment (bench/README.md, "Per-request cost").
+    """
+    n_segments, n_pool = weights.shape[0], pool.shape[0]
+    out = np.empty((queries.shape[0], n_segments), dtype=np.float32)
+    holders = np.asarray(holders, dtype=np.float32).reshape(n_pool, n_segments)
+    k = min(k, n_pool - (1 if exclude_rows is not None else 0))
+    if k < 1 or n_segments == 0:
+        out[:] = holders.mean(axis=0) if n_pool else 0.0
+        return out
     squared = (weights * weights).astype(np.float32)
-    if pool_norm is None:
-        pool_norm = np.sqrt(np.maximum((pool * pool) @ squared, 1e-12)).astype(np.float32)
-    holders = np.asarray(holders, dtype=np.float32)
-    out = np.empty(queries.shape[0], dtype=np.float32)
+    if pool_norms is None:
+        pool_norms = weighted_norms(pool, squared)
+    norms_t, holders_t = pool_norms.T[:, None, :], holders.T
+    chunk = max(1, memory_bytes // (4 * n_segments * n_pool))
+    segment_axis = np.arange(n_segments)[:, None, None]
     for start in range(0, queries.shape[0], chunk):
         q = queries[start:start + chunk]
-        q_norm = np.sqrt(np.maximum((q * q) @ squared, 1e-12))
-        sims = ((q * squared) @ pool.T) / (q_norm[:, None] * pool_norm[None, :])
+        q_norms = weighted_norms(q, squared)  # (chunk, segments)
+        scaled = (q[None, :, :] * squared[:, None, :]).reshape(-1, q.shape[1])
+        sims = (scaled @ pool.T).reshape(n_segments, q.shape[0], n_pool)
+        sims /= q_norms.T[:, :, None] * norms_t
         if exclude_rows is not None:
             rows = np.asarray(exclude_rows[start:start + chunk])
             mine = np.flatnonzero(rows >= 0)
-            sims[mine, rows[mine]] = -np.inf
-        top = np.argpartition(-sims, k - 1, axis=1)[:, :k]
-        out[start:start + chunk] = holders[top].mean(axis=1)
+            sims[:, mine, rows[mine]] = -np.inf
+        top = np.argpartition(-sims, k - 1, axis=2)[:, :, :k]
+        out[start:start + chunk] = holders_t[segment_axis, top].mean(axis=2).T
     return out
 
 
+def weighted_norms(x: np.ndarray, squared_weights: np.ndarray) -> np.ndarray:
+    """``||x_i||_{w_s}`` per row and segment, ``(rows, segments)``: the cosine's denominators."""
+    return np.sqrt(np.maximum((x * x) @ squared_weights.T, 1e-12)).astype(np.float32)
+
+
+def iv_weights(features: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """IV weights per segment ``(segments, d)`` and, per segment, the holders' share where no
+    feature carries signal (the scorer is then that constant; NaN elsewhere)."""
+    n_segments = labels.shape[1]
+    weights = np.zeros((n_segments, features.shape[1]), np.float32)
+    constant = np.full(n_segments, np.nan, np.float32)
+    for j in range(n_segments):
+        w = _iv_weights(features, labels[:, j])
+        if w is None:
+            constant[j] = labels[:, j].mean() if len(labels) else 0.0
+        else:
+            weights[j] = w
+    return weights, constant
+
+
 # ---------------------------------------------------------------- out-of-sample scores
+def _iv_knn_leave_one_out(x: np.ndarray, y: np.ndarray, params: ScorerParams) -> np.ndarray:
+    """IV-weighted kNN scores of every row without its own label: neighbours are all other
+    rows, and the IV weights of a row's segment come from the other folds only (weights from
+    all rows would let the held-out label shape its own metric)."""
+    folds = fold_ids(len(y), params.folds, params.seed)
+    out = np.empty(y.shape, dtype=np.float32)
+    everyone = np.arange(len(y))
+    for fold in tqdm(np.unique(folds), desc="iv-weighted kNN (leave-one-out)", unit="fold", leave=False):
+        held = np.flatnonzero(folds == fold)
+        others = folds != fold
+        weights, constant = iv_weights(x[others], y[others])
+        voting = np.isnan(constant)
+        out[np.ix_(held, ~voting)] = constant[~voting]
+        if voting.any():
+            out[np.ix_(held, voting)] = weighted_knn_votes(x, y[:, voting], x[held], weights[voting], params.k,
+                                                           everyone[held])
+    return out
+
+
 def out_of_sample(name: str, data: AnchorData, params: ScorerParams,
                   head: tuple[np.ndarray, np.ndarray] | None = None) -> OutOfSample | None:
     """Scores of ``name`` on anchors it did not learn from (None when it cannot run here)."""
@@ -247,13 +320,7 @@ def out_of_sample(name: str, data: AnchorData, params: ScorerParams,
                             np.arange(len(fit_rows)))
         return OutOfSample(fit_rows, scores)
     if name == "iv_weighted_knn":
-        for j in tqdm(range(n_segments), desc="iv-weighted kNN (leave-one-out)", unit="segment", leave=False):
-            weights = _iv_weights(x, y_all[:, j])
-            if weights is None:
-                out[:, j] = y_all[:, j].mean()
-                continue
-            out[:, j] = weighted_knn_vote(x, y_all[:, j], x, weights, params.k, np.arange(len(fit_rows)))
-        return OutOfSample(fit_rows, out)
+        return OutOfSample(fit_rows, _iv_knn_leave_one_out(x, y_all, params))
     folds = fold_ids(len(fit_rows), params.folds, params.seed)
     if name == "logistic_regression":
         def fit(a: np.ndarray, b: np.ndarray) -> Any:
@@ -288,6 +355,8 @@ class FittedScorers:
     k: int = 40
     aggregation: str = "weighted"
     iv_pool_labels: sp.csr_matrix | None = None
+    # per (scorer, column set): what a request needs, derived from the fitted state once
+    _per_columns: dict[tuple[str, bytes], Any] = field(default_factory=dict, repr=False)
 
     @functools.cached_property
     def _normalised_anchor_features(self) -> np.ndarray:
@@ -299,14 +368,23 @@ class FittedScorers:
         """Built once per bundle: rebuilding it cost every online request a copy of all anchors."""
         return _flat_index(self._normalised_anchor_features)
 
-    @functools.cached_property
-    def _iv_pool(self) -> tuple[np.ndarray, np.ndarray]:
-        """Dense holder matrix and the anchors' weighted norms per segment, computed once per
-        bundle so an online request costs one matrix-vector product per IV-kNN segment."""
-        assert self.anchor_features is not None and self.iv_pool_labels is not None
-        squared = self.arrays["iv_weights"] ** 2
-        norms = np.sqrt(np.maximum((self.anchor_features ** 2) @ squared.T, 1e-12)).astype(np.float32)
-        return self.iv_pool_labels.toarray().astype(np.float32), norms
+    def _iv_pool(self, columns: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Holders, weighted anchor norms and IV weights of ``columns``' voting segments, made once
+        per bundle and column set: an online request then allocates nothing sized by the anchors
+        but its similarity row."""
+        key = ("iv_weighted_knn", columns.tobytes())
+        if key not in self._per_columns:
+            assert self.anchor_features is not None and self.iv_pool_labels is not None
+            weights = self.arrays["iv_weights"][columns]
+            self._per_columns[key] = (np.asarray(self.iv_pool_labels[:, columns].toarray(), dtype=np.float32),
+                                      weighted_norms(self.anchor_features, weights * weights), weights)
+        return self._per_columns[key]  # type: ignore[no-any-return]
+
+    def _merged_boosters(self, columns: np.ndarray) -> MergedBoosters:
+        key = ("gradient_boosting", columns.tobytes())
+        if key not in self._per_columns:
+            self._per_columns[key] = merge_boosters([self.boosters[j] for j in columns])
+        return self._per_columns[key]  # type: ignore[no-any-return]
 
     @property
     def needs_features(self) -> bool:
@@ -329,25 +407,29 @@ class FittedScorers:
             return np.where(np.isnan(constant), scores, constant).astype(np.float32)
         if name == "gradient_boosting":
             out = np.empty((n, len(columns)), dtype=np.float32)
-            for i, j in enumerate(columns):
-                out[:, i] = _gbm_apply(self.boosters[j], features)
+            trees = np.asarray([not isinstance(self.boosters[j], float) for j in columns], dtype=bool)
+            for i in np.flatnonzero(~trees):
+                out[:, i] = self.boosters[columns[i]]
+            if trees.any() and n <= MERGED_BOOSTER_MAX_ROWS:
+                out[:, trees] = self._merged_boosters(columns[trees]).predict(features)
+            elif trees.any():
+                for i in np.flatnonzero(trees):
+                    out[:, i] = _gbm_apply(self.boosters[columns[i]], features)
             return out
         if name == "raw_feature_knn":
             assert self.anchor_features is not None and self.iv_pool_labels is not None
             return _knn(self._normalised_anchor_features, self.iv_pool_labels, features, self.k, self.aggregation,
                         exclude_anchor_rows, index=self._raw_feature_index)[0][:, columns]
         if name == "iv_weighted_knn":
-            assert self.anchor_features is not None and self.iv_pool_labels is not None
-            weights = self.arrays["iv_weights"]
-            constant = self.arrays["iv_constant"]
+            assert self.anchor_features is not None
+            constant = self.arrays["iv_constant"][columns]
             out = np.empty((n, len(columns)), dtype=np.float32)
-            for i, j in enumerate(columns):
-                if not np.isnan(constant[j]):
-                    out[:, i] = constant[j]
-                    continue
-                holders, norms = self._iv_pool
-                out[:, i] = weighted_knn_vote(self.anchor_features, holders[:, j], features, weights[j], self.k,
-                                              exclude_anchor_rows, pool_norm=norms[:, j])
+            out[:, ~np.isnan(constant)] = constant[~np.isnan(constant)]
+            voting = np.flatnonzero(np.isnan(constant))
+            if len(voting):
+                holders, norms, weights = self._iv_pool(columns[voting])
+                out[:, voting] = weighted_knn_votes(self.anchor_features, holders, features, weights, self.k,
+                                                    exclude_anchor_rows, pool_norms=norms)
             return out
         raise ArtifactError(f"scorer {name!r} is not stored in this bundle")
 
@@ -415,14 +497,7 @@ def fit_scorers(names: Sequence[str], data: AnchorData, params: ScorerParams,
                            for j in tqdm(range(n_segments), desc="gradient boosting (fit)", unit="segment",
                                          leave=False)]
     if "iv_weighted_knn" in names:
-        weights = np.zeros((n_segments, x.shape[1]), np.float32)
-        constant = np.full(n_segments, np.nan, np.float32)
-        for j in range(n_segments):
-            w = _iv_weights(x, y_all[:, j])
-            if w is None:
-                constant[j] = y_all[:, j].mean()
-            else:
-                weights[j] = w
+        weights, constant = iv_weights(x, y_all)
         fitted.arrays.update(iv_weights=weights, iv_constant=constant)
     if "iv_weighted_knn" in names or "raw_feature_knn" in names:
         # every anchor is a neighbour candidate at assignment time, like the tower's index

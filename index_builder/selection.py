@@ -66,6 +66,8 @@ class Selection:
     folds: int
     tie_tolerance: float
     min_positives: int
+    # candidates left out before scoring, and why (e.g. the feature-kNN scale guard)
+    excluded_scorers: dict[str, str] = field(default_factory=dict)
 
     @property
     def names(self) -> list[str]:
@@ -110,7 +112,7 @@ class Selection:
             segments = [SegmentChoice(**{**c, "candidates": {k: CandidateFit(**v) for k, v in c["candidates"].items()}})
                         for c in payload["segments"]]
             return cls(segments, list(payload["scorers"]), int(payload["folds"]), float(payload["tie_tolerance"]),
-                       int(payload["min_positives"]))
+                       int(payload["min_positives"]), dict(payload.get("excluded_scorers", {})))
         except (KeyError, TypeError) as exc:
             raise ArtifactError(f"{SELECTION_FILE}: malformed ({exc})") from exc
 
@@ -207,10 +209,11 @@ def select(
     ship_without_signal: bool = False,
     ship_segments: Sequence[str] = (),
     seed: int = 0,
+    excluded_scorers: Mapping[str, str] | None = None,
 ) -> Selection:
     """Choose a scorer per segment. ``labels`` is the dense anchors x segments matrix (only the
     rows named by each :class:`OutOfSample` are read); ``prevalence_rows`` the anchors the prior
-    is measured on (non-test anchors)."""
+    is measured on (non-test anchors); ``excluded_scorers`` the candidates left out, with why."""
     labels = np.asarray(labels, dtype=bool)
     base = labels if prevalence_rows is None else labels[prevalence_rows]
     priors = prior_f1(base.mean(axis=0)) if len(base) else np.zeros(len(segments))
@@ -260,4 +263,4 @@ def select(
                       + ("; shipped by configuration" if shipped else ": no lookalikes"))
         choices.append(SegmentChoice(segment, chosen, fit.threshold, fit.oos_f1, round(prior, 6), shipped,
                                      reason, fits))
-    return Selection(choices, order, folds, tie_tolerance, min_positives)
+    return Selection(choices, order, folds, tie_tolerance, min_positives, dict(excluded_scorers or {}))
