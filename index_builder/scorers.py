@@ -14,11 +14,14 @@ scorer (simplest first)   out-of-sample scores                                fi
                           anchors without themselves (the tower trained on
                           the train split)
 ``raw_feature_knn``       leave-one-out among non-test anchors                the anchors' feature matrix
-``iv_weighted_knn``       leave-one-out among non-test anchors                IV weights per segment + anchor features
+``iv_weighted_knn``       leave-one-out among non-test anchors, IV weights    IV weights per segment + anchor features
+                          from the other K folds (never the query's label)
 ``gradient_boosting``     K-fold cross-fitting over non-test anchors          one LightGBM model per segment
 ========================  ==================================================  ======================================
 
 The test split never enters a fit, a threshold or a selection: it is for the report only.
+The two feature-space kNN scorers scan every anchor per query; above
+``assignment.feature_knn_max_anchors`` anchors they are not candidates (:func:`feature_knn_guard`).
 Inputs are the encoder's embeddings (L2-normalised) and ``encoder.feature_matrix`` (the
 preprocessed legitimate-interest features), so the privacy guard upstream covers every scorer.
 """
