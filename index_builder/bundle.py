@@ -276,6 +276,8 @@ def load_bundle(path: str | Path, device: str = "cpu", verify: bool = True) -> I
                if (path / SCORERS_DIR).is_dir() else None)
     if selection is not None and selection.names != assignment.segments:
         raise ArtifactError(f"index bundle {path}: {SELECTION_FILE} and {ASSIGNMENT_FILE} list different segments")
+    if selection is not None and scorers is not None:
+        scorers.prepare(selection.columns_by_scorer())
     return IndexBundle(path, index, anchor_ids, anchor_segments, assignment, manifest, used_device,
                        selection, scorers)
 

@@ -393,6 +393,20 @@ class FittedScorers:
     def needs_features(self) -> bool:
         return bool(FEATURE_SCORERS & set(self.names))
 
+    def prepare(self, columns_by_scorer: dict[str, np.ndarray]) -> None:
+        """Build the per-column-set state of the selected scorers now (merged LightGBM model, IV
+        holders and norms), so that the first request does not pay for it."""
+        for name, columns in columns_by_scorer.items():
+            columns = np.asarray(columns, dtype=np.int64)
+            if name == "iv_weighted_knn" and name in self.names:
+                voting = columns[np.isnan(self.arrays["iv_constant"][columns])]
+                if len(voting):
+                    self._iv_pool(voting)
+            elif name == "gradient_boosting" and name in self.names:
+                trees = np.asarray([j for j in columns if not isinstance(self.boosters[j], float)], dtype=np.int64)
+                if len(trees):
+                    self._merged_boosters(trees)
+
     def score(self, name: str, embeddings: np.ndarray, features: np.ndarray | None, columns: np.ndarray,
               exclude_anchor_rows: np.ndarray | None = None) -> np.ndarray:
         """Scores ``(n, len(columns))`` of scorer ``name`` (not ``tower_knn``: the bundle's index)."""

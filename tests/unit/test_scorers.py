@@ -15,7 +15,9 @@ from index_builder.booster_merge import merge_boosters
 from index_builder.build import build_bundle_from_arrays
 from index_builder.bundle import load_bundle
 from index_builder.config import AssignmentParams
+from index_builder.evaluate import SELECTED, MethodResult, write_evaluation
 from index_builder.faiss_backend import IndexParams
+from index_builder.metrics import segment_metrics
 from index_builder.scorers import (
     MERGED_BOOSTER_MAX_ROWS,
     AnchorData,
@@ -243,7 +245,32 @@ def test_bundle_records_why_feature_knn_scorers_were_not_candidates(tmp_path: Pa
     assert capped.scorers.anchor_features is None  # nothing stored for scorers that are not served
     assert not {c.scorer for c in capped.selection.segments} & {"raw_feature_knn", "iv_weighted_knn"}
 
+    # the report says why, next to the per-segment choices
+    test = np.flatnonzero(data.split == "test")
+    decisions = capped.assign_scores(data.embeddings[test], data.features[test], test).decisions
+    metrics = write_evaluation(tmp_path / "report", [MethodResult(SELECTED, segment_metrics(labels[test], decisions,
+                                                                                          segments), decisions)],
+                               sp.csr_matrix(labels[test]), None, {}, 0.05, 2, {"run_date": "2026-11-22"},
+                               capped.selection)
+    assert set(metrics["excluded_scorers"]) == {"raw_feature_knn", "iv_weighted_knn"}
+    report = (tmp_path / "report" / "report.md").read_text()
+    assert "Scorer iv_weighted_knn not a candidate" in report and "feature_knn_max_anchors=299" in report
+
     uncapped = build(tmp_path / "uncapped", 300)
     assert uncapped.selection is not None
     assert {"raw_feature_knn", "iv_weighted_knn"} <= set(uncapped.selection.scorers)
     assert uncapped.selection.excluded_scorers == {}
+
+
+def test_prepare_builds_the_request_state_once() -> None:
+    data = anchors(n=300, seed=7)
+    fitted = fit_scorers(["gradient_boosting", "iv_weighted_knn"], data,
+                         ScorerParams(k=10, aggregation="majority", gbm_trees=5))
+    chosen = {"gradient_boosting": np.asarray([0, 3, 5]), "iv_weighted_knn": np.asarray([1, 2, 5])}
+    fitted.prepare(chosen)
+    prepared = dict(fitted._per_columns)
+    assert len(prepared) == 2
+    for name, columns in chosen.items():
+        fitted.score(name, data.embeddings[:3], data.features[:3], columns)
+    assert fitted._per_columns.keys() == prepared.keys()
+    assert all(fitted._per_columns[key] is value for key, value in prepared.items())
