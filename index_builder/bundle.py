@@ -26,7 +26,7 @@ from index_builder import faiss_backend
 from index_builder.aggregation import AGGREGATIONS, decide, score_neighbours
 from index_builder.scorers import FEATURE_SCORERS, FittedScorers
 from index_builder.selection import SELECTION_FILE, Selection
-from lookalike.artifacts import atomic_dir, read_json, read_manifest, verify_manifest, write_manifest
+from lookalike.artifacts import atomic_dir, read_json, verify_manifest, write_manifest
 from lookalike.errors import ArtifactError
 
 log = logging.getLogger(__name__)
@@ -242,7 +242,7 @@ def write_bundle(
         if scorers is not None:
             scorers.save(tmp / SCORERS_DIR)
         manifest = write_manifest(
-            tmp, BUNDLE_KIND,
+            tmp, BUNDLE_KIND, record_files=True,
             dim=built.dim, metric="cosine", index_type=built.index_type, index_params=built.params,
             built_on=built.device, gpu_fallback_reason=built.fallback_reason,
             recall_at_k=built.recall_at_k, recall_k=built.recall_k, recall_check=built.recall_check,
@@ -252,12 +252,20 @@ def write_bundle(
     return manifest
 
 
-def load_bundle(path: str | Path, device: str = "cpu", verify: bool = True) -> IndexBundle:
-    """Load a bundle written by :func:`write_bundle` (content hash checked unless ``verify=False``)."""
+def load_bundle(path: str | Path, device: str = "cpu", verify: bool | str = True) -> IndexBundle:
+    """Load a bundle written by :func:`write_bundle`.
+
+    ``verify``: ``True``/``"full"`` rehashes every file (batch jobs, ``lookalike
+    verify-bundle``), ``"fast"`` checks the file list, sizes, small files' hashes and large
+    files' sample digests (the service's default: seconds less start-up at millions of
+    anchors; :mod:`lookalike.file_integrity` says what each mode catches), ``False``/``"none"``
+    nothing.
+    """
     path = Path(path)
     if not path.is_dir():
         raise ArtifactError(f"index bundle not found: {path}")
-    manifest = verify_manifest(path, BUNDLE_KIND) if verify else read_manifest(path, BUNDLE_KIND)
+    mode = ("full" if verify else "none") if isinstance(verify, bool) else verify
+    manifest = verify_manifest(path, BUNDLE_KIND, mode=mode)
     for name in (INDEX_FILE, ANCHOR_IDS_FILE, ANCHOR_SEGMENTS_FILE, ASSIGNMENT_FILE):
         if not (path / name).is_file():
             raise ArtifactError(f"index bundle {path} is missing {name}")
@@ -302,3 +310,23 @@ def current_path(root: str | Path, what: str = "artifact") -> Path:
     if not target.is_dir():
         raise ArtifactError(f"{pointer} points at {target}, which does not exist")
     return target
+
+
+def add_cli(parser: Any) -> None:
+    """``lookalike verify-bundle [DIR] [--mode full|fast]``: the integrity check on demand."""
+    parser.add_argument("bundle", nargs="?", default=None,
+                        help="bundle directory (default: the current bundle under --index-root)")
+    parser.add_argument("--index-root", default="artifacts/index")
+    parser.add_argument("--mode", choices=["full", "fast"], default="full",
+                        help="full: rehash every byte (default); fast: what the service checks at start-up")
+    parser.set_defaults(func=_verify_cli)
+
+
+def _verify_cli(args: Any) -> int:
+    path = Path(args.bundle) if args.bundle else current_path(args.index_root, "index bundle")
+    manifest = verify_manifest(path, BUNDLE_KIND, mode=args.mode)
+    files = manifest.get("files") or {}
+    size = sum(int(r["bytes"]) for r in files.values()) / 1e6 if files else None
+    print(f"ok: {path} matches its manifest ({args.mode} verification"
+          + (f", {len(files)} files, {size:,.0f} MB)" if files else ")"))
+    return 0

@@ -31,7 +31,7 @@ from lookalike.errors import ArtifactError, DataValidationError
 IDS_FILE = "population_ids.npy"
 EMBEDDINGS_FILE = "population_embeddings.npy"
 OPT_IN_FILE = "population_opt_in.npy"
-_MANIFEST_OWN_FIELDS = ("kind", "created_at", "content_hash")
+_MANIFEST_OWN_FIELDS = ("kind", "created_at", "content_hash", "files")
 
 
 @dataclass(frozen=True)
@@ -76,7 +76,7 @@ def add_population(bundle_dir: str | Path, ids: np.ndarray, embeddings: np.ndarr
     fields = {k: v for k, v in manifest.items() if k not in _MANIFEST_OWN_FIELDS}
     fields["population"] = {"customers": int(len(ids)), "opt_in": int(flags.sum()), "dim": int(vectors.shape[1]),
                             "files": [IDS_FILE, EMBEDDINGS_FILE, OPT_IN_FILE]}
-    return write_manifest(bundle_dir, BUNDLE_KIND, **fields)
+    return write_manifest(bundle_dir, BUNDLE_KIND, record_files=True, **fields)
 
 
 def load_population(bundle_dir: str | Path) -> PopulationEmbeddings | None:

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from lookalike.errors import ArtifactError
+from lookalike.file_integrity import VERIFY_MODES, file_records, tree_hash, verify_records
 
 MANIFEST_NAME = "manifest.json"
 
@@ -147,13 +148,25 @@ def git_commit(cwd: str | Path | None = None) -> str:
     return out.stdout.strip() if out.returncode == 0 else "unknown"
 
 
-def write_manifest(directory: str | Path, kind: str, **fields: Any) -> dict[str, Any]:
-    """Write ``manifest.json`` with a content hash of everything else in ``directory``."""
+def write_manifest(directory: str | Path, kind: str, *, record_files: bool = False,
+                   **fields: Any) -> dict[str, Any]:
+    """Write ``manifest.json`` with a content hash of everything else in ``directory``.
+
+    ``record_files`` also stores each file's size, hash and sample digest (``files``), from
+    the same single read, so large artifacts can be verified cheaply at load
+    (:mod:`lookalike.file_integrity`).
+    """
     directory = Path(directory)
+    if record_files:
+        records = file_records(directory, exclude=[MANIFEST_NAME])
+        fields = {**fields, "files": records}
+        content_hash = tree_hash(records)
+    else:
+        content_hash = sha256_tree(directory)
     manifest = {
         "kind": kind,
         "created_at": utc_now(),
-        "content_hash": sha256_tree(directory),
+        "content_hash": content_hash,
         **fields,
     }
     write_json(directory / MANIFEST_NAME, manifest)
@@ -171,9 +184,22 @@ def read_manifest(directory: str | Path, kind: str | None = None) -> dict[str, A
     return dict(manifest)
 
 
-def verify_manifest(directory: str | Path, kind: str | None = None) -> dict[str, Any]:
-    """Like ``read_manifest`` but also recompute the content hash."""
+def verify_manifest(directory: str | Path, kind: str | None = None, mode: str = "full") -> dict[str, Any]:
+    """Like ``read_manifest`` but also verify the content: ``full`` rehashes every byte,
+    ``fast`` checks sizes and sampled digests of large files (needs per-file records; a
+    manifest without them is verified in full), ``none`` checks nothing."""
+    if mode not in VERIFY_MODES:
+        raise ArtifactError(f"verification mode must be one of {VERIFY_MODES}, got {mode!r}")
     manifest = read_manifest(directory, kind)
+    records = manifest.get("files")
+    if mode == "fast" and isinstance(records, dict):
+        if tree_hash(records) != manifest.get("content_hash"):
+            raise ArtifactError(f"{directory}: content hash mismatch: the manifest's file records do not "
+                                "add up to its content hash; the manifest was edited")
+        verify_records(directory, records, mode, exclude=[MANIFEST_NAME])
+        return manifest
+    if mode == "none":
+        return manifest
     actual = sha256_tree(directory)
     if manifest.get("content_hash") != actual:
         raise ArtifactError(

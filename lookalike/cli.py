@@ -26,6 +26,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "materialize": ("lookalike.materialize", "load the latest features into the online store"),
     "train": ("training.train", "train the two-tower model and register it in MLflow"),
     "build-index": ("index_builder.build", "embed opt-in anchors and build the FAISS index bundle"),
+    "verify-bundle": ("index_builder.bundle", "check an index bundle against its manifest (every byte by default)"),
     "assign": ("index_builder.assign", "assign lookalike segments and write the unified table"),
     "evaluate": ("index_builder.evaluate", "evaluate assignment quality against baselines"),
     "weekly": ("index_builder.weekly", "weekly batch: snapshot, train?, index, assign, report"),

@@ -51,6 +51,7 @@ ENV_FIELDS: dict[str, str] = {
     ENV_REDIS_URL: "redis_connection",
     "LOOKALIKE_MAX_BODY_BYTES": "max_body_bytes",
     "LOOKALIKE_INSECURE_LOCAL_ADMIN": "allow_insecure_admin",
+    "LOOKALIKE_VERIFY_BUNDLE": "verify_bundle",
 }
 _INT_FIELDS = ("max_ids_per_request", "k", "max_body_bytes")
 _BOOL_FIELDS = ("allow_insecure_admin",)
@@ -98,6 +99,11 @@ class ServingConfig:
     # manifest names the loaded model version is used.
     index_dir: Path | None = None
     index_root: Path = Path("artifacts/index")
+    # How the bundle is checked against its manifest at load (lookalike.file_integrity):
+    # "fast" = file list, sizes, small files' hashes, large files' sample digests (~8 MB read
+    # whatever the size); "full" rehashes every byte (768 MB at 1M anchors + 2M population),
+    # as batch jobs and `lookalike verify-bundle` always do.
+    verify_bundle: Literal["fast", "full"] = "fast"
     # Bearer token; unset means no authentication (local development only).
     api_token: str | None = None
     # Without a token, /admin/reload (tens of seconds of CPU) is refused unless this is set:
@@ -138,6 +144,7 @@ class ServingConfig:
             "model_alias": self.model_alias,
             "index_dir": str(self.index_dir) if self.index_dir else None,
             "index_root": str(self.index_root),
+            "verify_bundle": self.verify_bundle,
             "auth": "bearer" if self.api_token else "none",
             "admin": "token" if self.api_token else ("insecure-local" if self.allow_insecure_admin else "disabled"),
             "max_ids_per_request": self.max_ids_per_request,

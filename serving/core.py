@@ -221,7 +221,7 @@ class LookalikeRuntime:
         mlflow.set_registry_uri(config.tracking_uri)
         encoder, info = load_registered_encoder(config.tracking_uri, config.model_name, config.model_alias)
         bundle_dir = resolve_bundle_dir(config, str(info.version))
-        bundle = load_bundle(bundle_dir)
+        bundle = load_bundle(bundle_dir, verify=config.verify_bundle)
         contract = load_contract(store, encoder.contract.service_name)
         check_consistency(config, encoder, info, bundle_dir, _manifest_of(bundle, bundle_dir), contract)
         reader = OnlineFeatureReader(store, contract)
