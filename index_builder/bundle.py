@@ -172,7 +172,7 @@ class IndexBundle:
                                exclude_anchor_rows: np.ndarray | None = None) -> ScoredCustomers:
         """:meth:`assign_scores` after the tower-kNN search (for searches done elsewhere: the
         sharded Spark engine merges per-shard top-k first)."""
-        scores = score_neighbours(sims, ids, self._anchor_weights, self.assignment.aggregation)
+        scores = score_neighbours(sims, ids, self.label_weights, self.assignment.aggregation)
         if self.selection is not None:
             for name, columns in self.selection.columns_by_scorer().items():
                 if name != "tower_knn":
@@ -190,12 +190,6 @@ class IndexBundle:
             raise ArtifactError(f"index bundle {self.path} has no fitted scorer {name!r}")
         return self.scorers.score(name, faiss_backend.l2_normalise(vectors), features, columns,
                                   exclude_anchor_rows)
-
-    @functools.cached_property
-    def _anchor_weights(self) -> sp.csr_matrix:
-        # float32 once per bundle: score_neighbours would otherwise convert every anchor's labels
-        # on every online request
-        return sp.csr_matrix(self.anchor_segments, dtype=np.float32)
 
     @functools.cached_property
     def _sorted_anchor_ids(self) -> tuple[np.ndarray, np.ndarray]:

@@ -39,6 +39,9 @@ class PopulationEmbeddings:
     ids: np.ndarray  # int64 (n,), ascending
     embeddings: np.ndarray  # float32 (n, dim), L2-normalised; a read-only memory map when loaded
     opt_in: np.ndarray  # bool (n,)
+    # (sum of the embeddings (float64, dim), sum of their squared norms), from the manifest:
+    # the service's population statistics without a pass over the embeddings at start-up
+    sums: tuple[np.ndarray, float] | None = None
 
     def rows_of(self, customer_ids: Any) -> np.ndarray:
         """Row of each id, ``-1`` where the customer is not in the population."""
@@ -70,13 +73,26 @@ def add_population(bundle_dir: str | Path, ids: np.ndarray, embeddings: np.ndarr
         raise DataValidationError(f"population embeddings have dim {vectors.shape[1]}, the index {manifest['dim']}")
     norms = np.linalg.norm(vectors, axis=1, keepdims=True)
     normalised = np.ascontiguousarray(vectors[order] / np.maximum(norms[order], 1e-12), dtype=np.float32)
+    total, squares = embedding_sums(normalised)
     np.save(bundle_dir / IDS_FILE, ids)
     np.save(bundle_dir / EMBEDDINGS_FILE, normalised)
     np.save(bundle_dir / OPT_IN_FILE, flags[order])
     fields = {k: v for k, v in manifest.items() if k not in _MANIFEST_OWN_FIELDS}
     fields["population"] = {"customers": int(len(ids)), "opt_in": int(flags.sum()), "dim": int(vectors.shape[1]),
-                            "files": [IDS_FILE, EMBEDDINGS_FILE, OPT_IN_FILE]}
+                            "files": [IDS_FILE, EMBEDDINGS_FILE, OPT_IN_FILE],
+                            "sum": [float(v) for v in total], "sum_squares": squares}
     return write_manifest(bundle_dir, BUNDLE_KIND, record_files=True, **fields)
+
+
+def embedding_sums(embeddings: np.ndarray, chunk: int = 262_144) -> tuple[np.ndarray, float]:
+    """(sum of the rows in float64, sum of their squared norms), one chunked pass."""
+    total = np.zeros(embeddings.shape[1], dtype=np.float64)
+    squares = 0.0
+    for start in range(0, len(embeddings), chunk):
+        block = np.asarray(embeddings[start:start + chunk], dtype=np.float32)
+        total += block.sum(axis=0, dtype=np.float64)
+        squares += float(np.einsum("ij,ij->", block, block, dtype=np.float64))
+    return total, squares
 
 
 def load_population(bundle_dir: str | Path) -> PopulationEmbeddings | None:
@@ -93,4 +109,13 @@ def load_population(bundle_dir: str | Path) -> PopulationEmbeddings | None:
     opt_in = np.load(paths[2])
     if embeddings.ndim != 2 or not len(ids) == len(embeddings) == len(opt_in):
         raise ArtifactError(f"index bundle {bundle_dir}: population files disagree in length")
-    return PopulationEmbeddings(ids, embeddings, opt_in)
+    from index_builder.bundle import BUNDLE_KIND
+
+    recorded = read_manifest(bundle_dir, BUNDLE_KIND).get("population") or {}
+    sums = None
+    if "sum" in recorded and len(recorded["sum"]) == embeddings.shape[1]:  # absent in older bundles
+        if int(recorded.get("customers", -1)) != len(ids):
+            raise ArtifactError(f"index bundle {bundle_dir}: manifest counts {recorded.get('customers')} "
+                                f"population customers, the files {len(ids)}")
+        sums = (np.asarray(recorded["sum"], dtype=np.float64), float(recorded["sum_squares"]))
+    return PopulationEmbeddings(ids, embeddings, opt_in, sums)

@@ -86,18 +86,15 @@ class Population:
 
 
 def population_from_arrays(ids: np.ndarray, embeddings: np.ndarray, opt_in: np.ndarray,
-                           source: str) -> Population:
-    """A :class:`Population` with its summary statistics (one O(n d) pass, in chunks)."""
-    order = np.argsort(ids, kind="stable")
-    if not np.array_equal(order, np.arange(len(ids))):  # the bundle's are sorted already
+                           source: str, sums: tuple[np.ndarray, float] | None = None) -> Population:
+    """A :class:`Population` with its summary statistics: from ``sums`` (sum of the rows,
+    sum of their squared norms; the bundle manifest's) or one chunked O(n d) pass."""
+    from index_builder.population_embeddings import embedding_sums
+
+    if len(ids) > 1 and not (np.diff(ids) > 0).all():  # the bundle's are sorted already
+        order = np.argsort(ids, kind="stable")
         ids, embeddings, opt_in = ids[order], embeddings[order], opt_in[order]
-    dim = embeddings.shape[1]
-    total = np.zeros(dim, dtype=np.float64)
-    squares = 0.0
-    for start in range(0, len(ids), 262_144):
-        block = np.asarray(embeddings[start:start + 262_144], dtype=np.float32)
-        total += block.sum(axis=0, dtype=np.float64)
-        squares += float(np.einsum("ij,ij->", block, block, dtype=np.float64))
+    total, squares = sums if sums is not None else embedding_sums(embeddings)
     n = max(len(ids), 1)
     mean = total / n
     norm = float(np.linalg.norm(total))
@@ -114,7 +111,15 @@ class ExpandResult:
     seed: SeedDiagnostics
     population: str
     population_size: int
-    customers: list[Lookalike]
+    customer_ids: np.ndarray  # int64, best first
+    scores: np.ndarray  # float64 cosine to the seed centroid, rounded to 6 decimals
+
+    @property
+    def customers(self) -> list[Lookalike]:
+        """The ranking as response objects (in-process callers; HTTP serialises the arrays
+        directly, :mod:`serving.responses`: 100,000 pydantic objects cost ~0.6 s)."""
+        return [Lookalike.model_construct(customer_id=c, score=v)
+                for c, v in zip(self.customer_ids.tolist(), self.scores.tolist(), strict=True)]
 
 
 def seed_distinctiveness(seed: np.ndarray, population_mean: np.ndarray, population_variance: float,
@@ -169,11 +174,13 @@ class LookalikeRuntime:
         self.reader = reader
         self.metadata = metadata
         self.anchor_ids = np.asarray(bundle.anchor_ids, dtype=np.int64)
-        self.anchor_row = {int(a): i for i, a in enumerate(self.anchor_ids)}
         self.anchor_segments = sp.csr_matrix(bundle.anchor_segments)
-        # float32 once at load: score_neighbours would otherwise convert all anchors' labels
-        # on every request (an allocation sized by the anchor count)
-        self.anchor_weights = sp.csr_matrix(self.anchor_segments, dtype=np.float32)
+        # Paid here, not by the first request: the sorted anchor ids behind bundle.anchor_rows
+        # (opt-in lookups and self-exclusion by binary search; the former {id: row} dict of 1M
+        # Python ints cost more start-up time and ~100 MB) and the float32 label matrix that
+        # scoring would otherwise convert on every request.
+        bundle.anchor_rows(np.zeros(0, dtype=np.int64))
+        _ = bundle.label_weights
         assignment = bundle.assignment
         self.segments: list[str] = list(_get(assignment, "segments"))
         names = _get(assignment, "segment_names", default=None) or {}
@@ -340,6 +347,7 @@ class LookalikeRuntime:
         requested = _int64_ids(customer_ids)
         unique = list(dict.fromkeys(requested))
         columns, found, status = self._read_columns(unique)
+        anchor_rows = self.bundle.anchor_rows(unique)
         suppressed = status["suppressed"]
         opt_in = status["opt_in"]
         results: dict[int, CustomerAssignment] = {}
@@ -349,8 +357,8 @@ class LookalikeRuntime:
                 results[cid] = CustomerAssignment(customer_id=cid, status="unknown_customer")
             elif suppressed[row]:
                 results[cid] = CustomerAssignment(customer_id=cid, status="suppressed")
-            elif opt_in[row] and cid in self.anchor_row:
-                results[cid] = self._explicit(cid)
+            elif opt_in[row] and anchor_rows[row] >= 0:
+                results[cid] = self._explicit(cid, int(anchor_rows[row]))
             else:
                 to_embed.append(row)
         if to_embed:
@@ -364,8 +372,8 @@ class LookalikeRuntime:
                 results[cid] = item
         return self.versions, [results[cid] for cid in requested]
 
-    def _explicit(self, cid: int) -> CustomerAssignment:
-        row = self.anchor_segments.getrow(self.anchor_row[cid])
+    def _explicit(self, cid: int, anchor_row: int) -> CustomerAssignment:
+        row = self.anchor_segments.getrow(anchor_row)
         segments = [
             SegmentScore(segment=self.segments[j], name=self.segment_names.get(self.segments[j]), score=1.0)
             for j in sorted(row.indices.tolist())
@@ -417,7 +425,7 @@ class LookalikeRuntime:
 
         stored = load_population(self.bundle.path) if getattr(self.bundle, "path", None) else None
         if stored is not None:  # written by the weekly job: memory-mapped, nothing to embed
-            return population_from_arrays(stored.ids, stored.embeddings, stored.opt_in, "index bundle")
+            return population_from_arrays(stored.ids, stored.embeddings, stored.opt_in, "index bundle", stored.sums)
         return self._embed_population_from_store()
 
     def _embed_population_from_store(self) -> Population:
@@ -547,11 +555,9 @@ class LookalikeRuntime:
         if min_similarity is not None and target_size is None:
             limit = min(len(candidates), cfg.max_target_size)
         order = self._top_unsuppressed(candidates, scores, limit, pop)
-        customers = [Lookalike.model_construct(customer_id=int(c), score=round(float(v), 6))
-                     for c, v in zip(pop.ids[order].tolist(), scores[order].tolist(), strict=True)]
         return ExpandResult(seed=diagnostics, population=population,
                             population_size=int(eligible.size if population == "all" else (~pop.opt_in).sum()),
-                            customers=customers)
+                            customer_ids=pop.ids[order], scores=np.round(scores[order].astype(np.float64), 6))
 
 
     def _seed_suppressed(self, ids: np.ndarray, deadline: float) -> np.ndarray:

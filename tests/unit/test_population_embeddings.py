@@ -54,6 +54,15 @@ def test_population_round_trip_is_memory_mapped_sorted_and_hashed(tmp_path) -> N
     assert np.allclose(np.linalg.norm(population.embeddings, axis=1), 1.0, atol=1e-5)
     assert population.rows_of([1, 999_999_999]).tolist()[1] == -1
     assert population.ids[population.rows_of([1])[0]] == 1 and not population.opt_in[population.rows_of([1])[0]]
+    # statistics recorded at write time = one pass over the embeddings (what start-up skips)
+    from serving.core import population_from_arrays
+
+    assert population.sums is not None
+    recorded = population_from_arrays(population.ids, population.embeddings, population.opt_in, "b", population.sums)
+    computed = population_from_arrays(population.ids, population.embeddings, population.opt_in, "b")
+    assert np.allclose(recorded.mean, computed.mean) and np.allclose(recorded.centroid, computed.centroid)
+    assert recorded.variance == pytest.approx(computed.variance) and recorded.mean_similarity == pytest.approx(
+        computed.mean_similarity)
     with pytest.raises(DataValidationError, match="duplicate"):
         add_population(path, np.array([1, 1]), np.ones((2, DIM), np.float32), np.zeros(2, bool))
     (path / "population_opt_in.npy").unlink()
@@ -109,3 +118,24 @@ def test_expand_ranks_the_bundle_population_and_rechecks_suppression_at_request_
     assert unknown.seed.unknown == 1
     with pytest.raises(SeedRejectedError, match="seed too small"):
         runtime.expand(seed_ids=[555_555_555], target_size=10)
+
+
+def test_expand_http_body_is_the_documented_expand_response(tmp_path) -> None:
+    """The pre-serialised /expand body parses as ExpandResponse, row for row (the OpenAPI schema)."""
+    import json
+
+    from serving.models import ExpandResponse
+    from serving.responses import expand_json
+
+    path, _, customer_ids, group = bundle_with_population(tmp_path)
+    runtime = runtime_over(path, FakeReader(set()))
+    result = runtime.expand(seed_ids=customer_ids[group == 3][:40].tolist(), target_size=500)
+    body = expand_json(runtime.versions, result.seed, result.population, result.population_size,
+                       result.customer_ids, result.scores)
+    parsed = ExpandResponse.model_validate_json(body)
+    assert [c.model_dump() for c in parsed.customers] == [c.model_dump() for c in result.customers]
+    assert parsed.seed == result.seed and parsed.versions == runtime.versions and len(parsed.customers) == 500
+    first = json.loads(body)["customers"][0]
+    assert first == {"customer_id": int(result.customer_ids[0]), "score": round(float(result.scores[0]), 6)}
+    empty = expand_json(runtime.versions, result.seed, "all", 0, np.zeros(0, np.int64), np.zeros(0))
+    assert ExpandResponse.model_validate_json(empty).customers == []
