@@ -16,7 +16,14 @@ from dataclasses import field, replace
 from pathlib import Path
 from typing import Any, Literal
 
-from lookalike.config import NonNegativeFloat, PositiveFloat, PositiveInt, load_config, stage_config
+from lookalike.config import (
+    NonNegativeFloat,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    load_config,
+    stage_config,
+)
 from lookalike.errors import ConfigError
 from lookalike.redaction import redact
 from lookalike.settings import (
@@ -52,8 +59,9 @@ ENV_FIELDS: dict[str, str] = {
     "LOOKALIKE_MAX_BODY_BYTES": "max_body_bytes",
     "LOOKALIKE_INSECURE_LOCAL_ADMIN": "allow_insecure_admin",
     "LOOKALIKE_VERIFY_BUNDLE": "verify_bundle",
+    "LOOKALIKE_INTRA_OP_THREADS": "intra_op_threads",
 }
-_INT_FIELDS = ("max_ids_per_request", "k", "max_body_bytes")
+_INT_FIELDS = ("max_ids_per_request", "k", "max_body_bytes", "intra_op_threads")
 _BOOL_FIELDS = ("allow_insecure_admin",)
 
 
@@ -122,6 +130,11 @@ class ServingConfig:
     # merged into the next one, so load batches itself; a lone request is not held back
     # (2 ms out of a 10 ms p99 budget before).
     batch_max_wait_ms: NonNegativeFloat = 0.0
+    # Threads of the model forward and the FAISS search (process-wide, set at start-up).
+    # A request's work is small: with 2 torch threads on a busy 2-core box a 200-row forward
+    # cost 30x the CPU of 1 thread (OpenMP spin-waits; p99 91 vs 25 ms, bench/README.md).
+    # 0: leave the libraries' defaults.
+    intra_op_threads: NonNegativeInt = 1
     expand: ExpandConfig = field(default_factory=ExpandConfig)
 
     def __post_init__(self) -> None:
@@ -145,6 +158,7 @@ class ServingConfig:
             "index_dir": str(self.index_dir) if self.index_dir else None,
             "index_root": str(self.index_root),
             "verify_bundle": self.verify_bundle,
+            "intra_op_threads": self.intra_op_threads,
             "auth": "bearer" if self.api_token else "none",
             "admin": "token" if self.api_token else ("insecure-local" if self.allow_insecure_admin else "disabled"),
             "max_ids_per_request": self.max_ids_per_request,

@@ -588,6 +588,18 @@ def _check_deadline(deadline: float, budget_s: float) -> None:
         )
 
 
+def limit_intra_op_threads(threads: int) -> None:
+    """Process-wide thread count of torch and FAISS for request work (0: library defaults)."""
+    if threads <= 0:
+        return
+    import torch
+
+    from index_builder.faiss_backend import set_threads
+
+    torch.set_num_threads(threads)
+    set_threads(threads)
+
+
 def open_feature_store(config: ServingConfig) -> Any:
     """The Feast store the service reads online features from (the repo's, or Redis)."""
     from lookalike.feast_utils import open_store, open_store_with_online

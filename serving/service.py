@@ -44,6 +44,7 @@ from serving.core import (
     LookalikeRuntime,
     SeedRejectedError,
     StoreUnavailableError,
+    limit_intra_op_threads,
 )
 from serving.http_guards import BodyLimitMiddleware
 from serving.models import (
@@ -126,6 +127,7 @@ class LookalikeService:
             log.warning("LOOKALIKE_API_TOKEN is not set: the API is open to anyone who can reach it; "
                         "/admin/reload is %s", "enabled (insecure-local)" if self.config.allow_insecure_admin
                         else "disabled")
+        limit_intra_op_threads(self.config.intra_op_threads)
         # Refuses to start (raises) when model, bundle and registry disagree.
         self._runtime = LookalikeRuntime.load(self.config)
         self._reload_lock = asyncio.Lock()

@@ -44,6 +44,11 @@ def test_config_from_env_overrides_file(tmp_path: Path) -> None:
     assert config.index_dir == tmp_path
     assert config.describe()["auth"] == "bearer"
     assert "s3cret" not in json.dumps(config.describe())
+    assert (config.verify_bundle, config.intra_op_threads) == ("fast", 1)  # the service's defaults
+    strict = load_serving_config({"LOOKALIKE_VERIFY_BUNDLE": "full", "LOOKALIKE_INTRA_OP_THREADS": "0"})
+    assert (strict.verify_bundle, strict.intra_op_threads) == ("full", 0)
+    with pytest.raises(ConfigError, match="verify_bundle"):
+        load_serving_config({"LOOKALIKE_VERIFY_BUNDLE": "sometimes"})
 
 
 @pytest.mark.unit
