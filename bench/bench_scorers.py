@@ -42,7 +42,7 @@ def timed(fn: Callable[[], object], repeats: int) -> tuple[float, float]:
 def scale_table(anchor_counts: list[int], features: int = 187, k: int = 40) -> None:
     """Exact feature-space kNN cost per query and per leave-one-out build, by anchor count."""
     from index_builder import faiss_backend
-    from index_builder.scorers import _flat_index, weighted_knn_votes, weighted_norms
+    from index_builder.scorers import _flat_index, inverse_weighted_norms, weighted_knn_votes
 
     rng = np.random.default_rng(0)
     print(f"load {os.getloadavg()[0]:.1f}; {features} features, k={k}; leave-one-out = per-query batch cost x anchors")
@@ -55,8 +55,8 @@ def scale_table(anchor_counts: list[int], features: int = 187, k: int = 40) -> N
         for segments in (15, 60):
             weights = rng.random((segments, features)).astype(np.float32)
             holders = (rng.random((n, segments)) < 0.2).astype(np.float32)
-            norms = weighted_norms(pool, weights * weights)
-            vote = functools.partial(weighted_knn_votes, pool, holders, weights=weights, k=k, pool_norms=norms)
+            norms = inverse_weighted_norms(pool, weights)
+            vote = functools.partial(weighted_knn_votes, pool, holders, weights=weights, k=k, inverse_norms=norms)
             one = timed(functools.partial(vote, pool[:1]), 10)
             per = timed(functools.partial(vote, batch), 1)[1] / len(batch)
             print(f"| {n:,} | iv_weighted_knn | {segments} | {one[0]:.2f} / {one[1]:.2f} | {per:.3f} | "

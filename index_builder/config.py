@@ -54,9 +54,9 @@ class AssignmentParams:
     threads: PositiveInt = 1
     # Above this many anchors in the index, raw-feature and IV-weighted kNN (exact scans of
     # every anchor's features per query) are not candidates. At 10,000 anchors x 187 features,
-    # IV-kNN costs ~2 ms of CPU per /assign customer for 15 segments (4.6 ms for 60) and ~75 s of
-    # leave-one-out scoring at build; both grow linearly per query and quadratically per build
-    # (bench/README.md, "Scale guard").
+    # IV-kNN costs ~2 ms of CPU per /assign customer for 15 segments (4.8 ms for 60) and ~50 s of
+    # leave-one-out scoring at build; at 50,000, 13 ms and 11-19 min (bench/README.md, "Scale
+    # guard": python bench/bench_scorers.py --scale).
     feature_knn_max_anchors: PositiveInt = 10_000
 
     def __post_init__(self) -> None:

@@ -215,19 +215,23 @@ def _knn(pool: np.ndarray, pool_labels: sp.csr_matrix, queries: np.ndarray, k: i
 
 
 def weighted_knn_votes(pool: np.ndarray, holders: np.ndarray, queries: np.ndarray, weights: np.ndarray, k: int,
-                       exclude_rows: np.ndarray | None = None, pool_norms: np.ndarray | None = None,
+                       exclude_rows: np.ndarray | None = None, inverse_norms: np.ndarray | None = None,
                        memory_bytes: int = 2 << 20) -> np.ndarray:
     """IV-weighted kNN votes of several segments at once: ``(queries, segments)``.
 
     For segment ``s``: the share of holders (``holders[:, s]``) among the k nearest pool rows
     by cosine in the feature space scaled by ``weights[s]``. ``exclude_rows[i]`` (pool row or
-    -1) is left out of query i's neighbours. The scaled pool is never materialised
-    (``(q w^2) . a``); the similarities of all segments for a chunk of queries come from one
-    matrix product ``(segments * chunk, d) @ (d, pool)``, the chunk sized so the
-    ``segments x chunk x pool`` block stays within ``memory_bytes`` (cache-sized: 1-2 MB blocks
-    ran 1.5x faster per query than 64 MB ones, which are bound by memory bandwidth in the
-    division and the partition). One online query thus
-    reads the pool once instead of once per segment (bench/README.md, "Per-request cost").
+    -1) is left out of query i's neighbours; ``inverse_norms`` (:func:`inverse_weighted_norms`
+    of the pool) may be passed where the pool is searched more than once.
+
+    The scaled pool is never materialised (``(q w^2) . a``): the similarities of all segments
+    for a block of queries come from one matrix product ``(segments x block, d) @ (d, pool)``,
+    so one online query reads the pool once instead of once per segment. The block is sized so
+    the ``segments x block x pool`` array stays within ``memory_bytes`` (1-2 MB blocks ran 1.5x
+    faster per query than 64 MB ones, bound by memory bandwidth). Ranking needs neither the
+    query's norm (a positive constant per row) nor a separate negation (the product is taken
+    with ``-w^2``): one multiply by the pool's inverse norms, then ``argpartition`` along the
+    pool axis (bench/README.md, "Per-request cost").
     """
     n_segments, n_pool = weights.shape[0], pool.shape[0]
     out = np.empty((queries.shape[0], n_segments), dtype=np.float32)
@@ -236,30 +240,31 @@ def weighted_knn_votes(pool: np.ndarray, holders: np.ndarray, queries: np.ndarra
     if k < 1 or n_segments == 0:
         out[:] = holders.mean(axis=0) if n_pool else 0.0
         return out
-    squared = (weights * weights).astype(np.float32)
-    if pool_norms is None:
-        pool_norms = weighted_norms(pool, squared)
-    norms_t, holders_t = pool_norms.T[:, None, :], holders.T
-    chunk = max(1, memory_bytes // (4 * n_segments * n_pool))
+    negated = -(weights * weights).astype(np.float32)
+    if inverse_norms is None:
+        inverse_norms = inverse_weighted_norms(pool, weights)
+    by_segment, holders_t = inverse_norms[:, None, :], holders.T
+    block = max(1, memory_bytes // (4 * n_segments * n_pool))
     segment_axis = np.arange(n_segments)[:, None, None]
-    for start in range(0, queries.shape[0], chunk):
-        q = queries[start:start + chunk]
-        q_norms = weighted_norms(q, squared)  # (chunk, segments)
-        scaled = (q[None, :, :] * squared[:, None, :]).reshape(-1, q.shape[1])
-        sims = (scaled @ pool.T).reshape(n_segments, q.shape[0], n_pool)
-        sims /= q_norms.T[:, :, None] * norms_t
+    for start in range(0, queries.shape[0], block):
+        q = queries[start:start + block]
+        scaled = (q[None, :, :] * negated[:, None, :]).reshape(-1, q.shape[1])
+        minus_sims = (scaled @ pool.T).reshape(n_segments, q.shape[0], n_pool)
+        minus_sims *= by_segment
         if exclude_rows is not None:
-            rows = np.asarray(exclude_rows[start:start + chunk])
+            rows = np.asarray(exclude_rows[start:start + block])
             mine = np.flatnonzero(rows >= 0)
-            sims[:, mine, rows[mine]] = -np.inf
-        top = np.argpartition(-sims, k - 1, axis=2)[:, :, :k]
-        out[start:start + chunk] = holders_t[segment_axis, top].mean(axis=2).T
+            minus_sims[:, mine, rows[mine]] = np.inf
+        top = np.argpartition(minus_sims, k - 1, axis=2)[:, :, :k]
+        out[start:start + block] = holders_t[segment_axis, top].mean(axis=2).T
     return out
 
 
-def weighted_norms(x: np.ndarray, squared_weights: np.ndarray) -> np.ndarray:
-    """``||x_i||_{w_s}`` per row and segment, ``(rows, segments)``: the cosine's denominators."""
-    return np.sqrt(np.maximum((x * x) @ squared_weights.T, 1e-12)).astype(np.float32)
+def inverse_weighted_norms(x: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """``1 / ||x_i||_{w_s}``, ``(segments, rows)``: the cosine's pool-side denominators."""
+    squared = (weights * weights).astype(np.float32)
+    norms = np.sqrt(np.maximum((x * x) @ squared.T, 1e-12)).astype(np.float32)
+    return np.ascontiguousarray((1.0 / norms).T)
 
 
 def iv_weights(features: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -372,7 +377,7 @@ class FittedScorers:
         return _flat_index(self._normalised_anchor_features)
 
     def _iv_pool(self, columns: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Holders, weighted anchor norms and IV weights of ``columns``' voting segments, made once
+        """Holders, inverse weighted anchor norms and IV weights of ``columns``' voting segments, made once
         per bundle and column set: an online request then allocates nothing sized by the anchors
         but its similarity row."""
         key = ("iv_weighted_knn", columns.tobytes())
@@ -380,7 +385,7 @@ class FittedScorers:
             assert self.anchor_features is not None and self.iv_pool_labels is not None
             weights = self.arrays["iv_weights"][columns]
             self._per_columns[key] = (np.asarray(self.iv_pool_labels[:, columns].toarray(), dtype=np.float32),
-                                      weighted_norms(self.anchor_features, weights * weights), weights)
+                                      inverse_weighted_norms(self.anchor_features, weights), weights)
         return self._per_columns[key]  # type: ignore[no-any-return]
 
     def _merged_boosters(self, columns: np.ndarray) -> MergedBoosters:
@@ -446,7 +451,7 @@ class FittedScorers:
             if len(voting):
                 holders, norms, weights = self._iv_pool(columns[voting])
                 out[:, voting] = weighted_knn_votes(self.anchor_features, holders, features, weights, self.k,
-                                                    exclude_anchor_rows, pool_norms=norms)
+                                                    exclude_anchor_rows, inverse_norms=norms)
             return out
         raise ArtifactError(f"scorer {name!r} is not stored in this bundle")
 
