@@ -31,12 +31,14 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 import pandas as pd
+from pydantic import Field
 
 from index_builder.bundle import AssignmentSpec, IndexBundle
+from lookalike.config import NonNegativeInt, PositiveFloat, PositiveInt, stage_config
 from lookalike.contract import JOIN_KEY, FeatureContract
 from lookalike.errors import ConfigError
 
@@ -49,23 +51,18 @@ EMBEDDED_FEATURES_SCHEMA = EMBEDDED_SCHEMA + ", features array<float>"
 PARTIAL_SCHEMA = "customer_id long, shard int, sims array<float>, ids array<long>"
 
 
-@dataclass
+@stage_config
 class SparkParams:
     """How the Spark engine runs (``spark.<key>=...`` on the weekly command line)."""
 
-    master: str = "local[2]"
+    # local[N], spark://host:port, yarn, k8s://...: Spark checks it when the session starts.
+    master: Annotated[str, Field(min_length=1)] = "local[2]"
     # Broadcast the whole anchor index below this size; shard it by anchor range above.
-    shard_above_mb: float = 1024.0
+    shard_above_mb: PositiveFloat = 1024.0
     # Partitions of the customer population; 0 = twice Spark's default parallelism.
-    partitions: int = 0
+    partitions: NonNegativeInt = 0
     # Rows per Arrow batch handed to the Python workers (embedding + search batch size).
-    batch_rows: int = 16384
-
-    def __post_init__(self) -> None:
-        if self.shard_above_mb <= 0:
-            raise ConfigError(f"spark.shard_above_mb must be > 0, got {self.shard_above_mb}")
-        if self.partitions < 0 or self.batch_rows < 1:
-            raise ConfigError("spark.partitions must be >= 0 and spark.batch_rows >= 1")
+    batch_rows: PositiveInt = 16384
 
 
 # ------------------------------------------------------------------ shipping to executors

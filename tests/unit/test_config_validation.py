@@ -10,6 +10,7 @@ import pytest
 
 from index_builder.config import BuildConfig, WeeklyConfig
 from index_builder.faiss_backend import IndexParams
+from index_builder.spark_engine import SparkParams
 from lookalike.cli import main as cli_main
 from lookalike.config import load_config
 from lookalike.errors import ConfigError
@@ -34,6 +35,11 @@ from training.config import TrainConfig
     (BuildConfig, ["assignment.k=0"], "assignment.k: Input should be greater than or equal to 1, got 0"),
     (BuildConfig, ["index.hnsw_m=0"], "index.hnsw_m: Input should be greater than or equal to 1, got 0"),
     (WeeklyConfig, ["date=22/11/2026"], "date: not an ISO date"),
+    (WeeklyConfig, ["spark.shard_above_mb=0"], "spark.shard_above_mb: Input should be greater than 0, got 0"),
+    (WeeklyConfig, ["spark.partitions=-2"], "spark.partitions: Input should be greater than or equal to 0, got -2"),
+    (WeeklyConfig, ["spark.batch_rows=0"], "spark.batch_rows: Input should be greater than or equal to 1, got 0"),
+    (WeeklyConfig, ["spark.master="], "spark.master: String should have at least 1 character"),
+    (WeeklyConfig, ["spark.executors=4"], "unknown key(s) ['executors']"),
 ])
 def test_bad_values_are_one_line_config_errors(cls: type, overrides: list[str], message: str) -> None:
     with pytest.raises(ConfigError) as refused:
@@ -58,6 +64,10 @@ def test_construction_in_code_and_replace_are_validated_too() -> None:
         IndexParams(nprobe=-1)
     with pytest.raises(ConfigError, match="chunk_rows"):
         dataclasses.replace(MaterializeConfig(), chunk_rows=-1)
+    with pytest.raises(ConfigError, match="SparkParams.shard_above_mb"):
+        SparkParams(shard_above_mb=-1.0)
+    assert load_config(WeeklyConfig, None, ["spark.shard_above_mb=8", "spark.partitions=3"]).spark == SparkParams(
+        shard_above_mb=8.0, partitions=3)
     # still ValueError for callers that catch it
     with pytest.raises(ValueError):
         TrainConfig(epochs=0)
