@@ -4,11 +4,13 @@ Feature tables are weekly snapshots written by the Spark jobs (docs/contracts.md
 one Parquet dataset per table with ``customer_id``, ``event_timestamp`` (snapshot date,
 00:00 UTC) and ``created_timestamp``. Their location is resolved when ``feast apply``
 imports this file: ``$LOOKALIKE_DATA_DIR/<table>`` or, by default, ``../data/features/<table>``
-relative to this repo.
+relative to this repo. ``$LOOKALIKE_DATA_DIR`` may be a URI (``file://``, ``s3a://``, ...); a
+``current.json`` pointer under it is followed to the feature job's last complete output.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from datetime import timedelta
 from pathlib import Path
@@ -22,6 +24,9 @@ from feast.types import FeastType
 # package so that it can be applied from any environment that has Feast.
 ENV_DATA_DIR = "LOOKALIKE_DATA_DIR"
 REPO_DIR = Path(__file__).resolve().parent
+# Same as lookalike.storage.POINTER / SCHEME_ALIASES.
+POINTER = "current.json"
+HADOOP_SCHEMES = {"s3a": "s3", "s3n": "s3"}
 
 # A weekly snapshot is at most 7 days old at any date; one extra day absorbs a late job.
 WEEKLY_TTL = timedelta(days=8)
@@ -43,9 +48,43 @@ NAV_CATEGORIES = (
 )
 
 
-def data_dir() -> Path:
+def data_dir() -> str:
+    """Where the feature tables are: a directory or URI root, through its ``current.json`` when it has one.
+
+    A feature job writing to a URI (``lookalike features --out-dir s3a://...``) moves that
+    pointer last, so the sources registered here never name a half-written output.
+    """
     configured = os.environ.get(ENV_DATA_DIR)
-    return Path(configured).resolve() if configured else (REPO_DIR / ".." / "data" / "features").resolve()
+    if configured and "://" in configured:
+        root = configured.rstrip("/")
+    else:
+        root = str(Path(configured).resolve() if configured else (REPO_DIR / ".." / "data" / "features").resolve())
+    target = _pointer_target(root)
+    return f"{root}/{target}" if target else root
+
+
+def _pointer_target(root: str) -> str | None:
+    """``path`` of ``<root>/current.json`` (lookalike/storage.py's pointer), None without one."""
+    if "://" not in root:
+        pointer = Path(root) / POINTER
+        return str(json.loads(pointer.read_text())["path"]) if pointer.is_file() else None
+    from fsspec.core import url_to_fs
+
+    scheme, rest = root.split("://", 1)
+    fs, path = url_to_fs(f"{HADOOP_SCHEMES.get(scheme, scheme)}://{rest}")
+    if not fs.exists(f"{path}/{POINTER}"):
+        return None
+    return str(json.loads(fs.cat_file(f"{path}/{POINTER}"))["path"])
+
+
+def _file_source_path(location: str) -> str:
+    """Feast's file offline store reads plain paths and fsspec URIs (``s3://``, not Hadoop's ``s3a://``)."""
+    scheme, sep, rest = location.partition("://")
+    if not sep:
+        return location
+    if scheme == "file":
+        return rest
+    return f"{HADOOP_SCHEMES.get(scheme, scheme)}://{rest}"
 
 
 def offline_store_type() -> str:
@@ -67,7 +106,7 @@ def feature_table_source(table: str, description: str) -> DataSource:
 
         return SparkSource(
             name=f"{table}_source",
-            path=str(data_dir() / table),
+            path=f"{data_dir()}/{table}",
             file_format="parquet",
             timestamp_field="event_timestamp",
             created_timestamp_column="created_timestamp",
@@ -76,7 +115,7 @@ def feature_table_source(table: str, description: str) -> DataSource:
         )
     return FileSource(
         name=f"{table}_source",
-        path=str(data_dir() / table),
+        path=_file_source_path(f"{data_dir()}/{table}"),
         timestamp_field="event_timestamp",
         created_timestamp_column="created_timestamp",
         description=description,

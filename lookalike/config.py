@@ -20,11 +20,11 @@ import types
 import typing
 from collections.abc import Sequence
 from datetime import date, datetime
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Annotated, Any, TypeVar
 
 import yaml
-from pydantic import AfterValidator, Field, ValidationError
+from pydantic import AfterValidator, BeforeValidator, Field, ValidationError
 from pydantic import dataclasses as pydantic_dataclasses
 from typing_extensions import dataclass_transform
 
@@ -52,6 +52,9 @@ NonNegativeInt = Annotated[int, Field(ge=0)]
 PositiveFloat = Annotated[float, Field(gt=0)]
 NonNegativeFloat = Annotated[float, Field(ge=0)]
 Fraction = Annotated[float, Field(ge=0, le=1)]
+# An output or input location: a local path or a URI (file://, s3a://, gs://, hdfs://). Kept as
+# text, because pathlib folds "s3a://b/k" into "s3a:/b/k".
+Location = Annotated[str | Path, BeforeValidator(lambda value: str(value) if isinstance(value, PurePath) else value)]
 
 
 class ConfigValidationError(ConfigError, ValueError):

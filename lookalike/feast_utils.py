@@ -123,7 +123,8 @@ def feast_env(data_dir: str | Path | None = None, extra: Mapping[str, str] | Non
     """Environment for a ``feast`` subprocess: the data directory the FileSources resolve to."""
     env = dict(os.environ)
     if data_dir is not None:
-        env[ENV_DATA_DIR] = str(Path(data_dir).resolve())
+        # A URI root (s3a://, file://) is passed as written; the repo follows its current.json.
+        env[ENV_DATA_DIR] = data_dir if isinstance(data_dir, str) and "://" in data_dir else str(Path(data_dir).resolve())
     env.update(extra or {})
     return env
 

@@ -27,7 +27,7 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from lookalike.artifacts import atomic_dir, write_manifest
-from lookalike.config import IsoDate, cli_overrides, config_to_dict, load_config, stage_config
+from lookalike.config import IsoDate, Location, cli_overrides, config_to_dict, load_config, stage_config
 from lookalike.contract import (
     JOIN_KEY,
     FeatureContract,
@@ -46,6 +46,9 @@ from lookalike.snapshot_spark import (
     uses_spark_offline_store,
     write_snapshot_data,
 )
+from lookalike.storage import POINTER, filesystem
+from lookalike.uri_outputs import child, exists, is_uri, parquet_dataset, pointer_swap
+from lookalike.uri_outputs import write_manifest as write_uri_manifest
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +63,8 @@ DROPPED_ROWS_ATTR = "rows_dropped_by_feast"
 class SnapshotConfig:
     repo: Path = Path("feature_repo")
     label_date: IsoDate = ""
-    out: Path = Path("artifacts/snapshots")
+    # A local directory or a URI root (file://, s3a://, gs://, hdfs://; pointer-swapped, see run()).
+    out: Location = "artifacts/snapshots"
     # None: the one feature service tagged lookalike_role=model_input.
     feature_service: str | None = None
     # Raw segment catalog (segment_id column); None: <data>/../raw/segment_catalog.parquet when
@@ -94,9 +98,9 @@ def read_view_as_of(view: Any, as_of: pd.Timestamp, columns: list[str] | None = 
     suppression, labels vocabulary) for ALL customers, which Feast cannot enumerate.
     """
     path = _source_path(view)
-    if not Path(path).exists():
+    if not exists(path):
         raise DataValidationError(f"feature table for view {view.name!r} not found at {path}")
-    dataset = ds.dataset(path, format="parquet")
+    dataset = parquet_dataset(path)
     names = dataset.schema.names
     wanted = [JOIN_KEY, TIMESTAMP_COLUMN] + [c for c in (columns or []) if c not in (JOIN_KEY, TIMESTAMP_COLUMN)]
     missing = [c for c in wanted if c not in names]
@@ -133,7 +137,7 @@ def _rows_with_data(view: Any, entities: pd.DataFrame) -> np.ndarray:
     (Dask cannot index a null ``created_timestamp``), so they are never sent to it.
     """
     path = _source_path(view)
-    if not Path(path).exists():
+    if not exists(path):
         raise DataValidationError(f"feature table for view {view.name!r} not found at {path}")
     stamp_type = pa.timestamp("us", "UTC")
     latest = entities[TIMESTAMP_COLUMN].max().to_pydatetime()
@@ -142,7 +146,7 @@ def _rows_with_data(view: Any, entities: pd.DataFrame) -> np.ndarray:
     if ttl is not None:
         earliest = entities[TIMESTAMP_COLUMN].min().to_pydatetime() - ttl
         condition = condition & (ds.field(TIMESTAMP_COLUMN) >= pa.scalar(earliest, stamp_type))
-    keys = ds.dataset(path, format="parquet").to_table(columns=[JOIN_KEY, TIMESTAMP_COLUMN], filter=condition)
+    keys = parquet_dataset(path).to_table(columns=[JOIN_KEY, TIMESTAMP_COLUMN], filter=condition)
     source = keys.to_pandas().rename(columns={TIMESTAMP_COLUMN: "_source_ts"})
     source["_source_ts"] = pd.to_datetime(source["_source_ts"], utc=True)
     indexed = entities.reset_index(names="_row")
@@ -251,8 +255,12 @@ def _is_nan(value: Any) -> bool:
 
 def catalog_segment_ids(label_view: Any, catalog: Path | None) -> list[str] | None:
     """Sorted segment ids of ``catalog`` (or ``<data>/../raw/segment_catalog.parquet``); None without one."""
-    if catalog is None:
-        guess = Path(_source_path(label_view)).parent.parent / "raw" / "segment_catalog.parquet"
+    source = _source_path(label_view)
+    if catalog is None and not is_uri(source):
+        tables = Path(source).parent
+        if (tables.parent / POINTER).is_file():  # <data>/features.<run id>/<table>, behind a pointer
+            tables = tables.parent
+        guess = tables.parent / "raw" / "segment_catalog.parquet"
         catalog = guess if guess.exists() else None
     if catalog is None:
         return None
@@ -269,7 +277,7 @@ def segment_vocabulary(store: Any, label_view: Any, as_of: pd.Timestamp, catalog
     if from_catalog is not None:
         return from_catalog
     field = label_view.features[0].name
-    dataset = ds.dataset(_source_path(label_view), format="parquet")
+    dataset = parquet_dataset(_source_path(label_view))
     table = dataset.to_table(
         columns=[field],
         filter=ds.field(TIMESTAMP_COLUMN) <= pa.scalar(as_of.to_pydatetime(), pa.timestamp("us", "UTC")),
@@ -277,38 +285,48 @@ def segment_vocabulary(store: Any, label_view: Any, as_of: pd.Timestamp, catalog
     return sorted({str(s) for s in pc.list_flatten(table.column(field)).to_pylist()})
 
 
-def run(config: SnapshotConfig) -> Path:
-    """Build ``<out>/<service>/<label_date>/`` (data.parquet + manifest.json) atomically.
+def run(config: SnapshotConfig) -> Path | str:
+    """Build ``<out>/<service>/<label_date>/`` (data.parquet + manifest.json); returns where it is.
 
+    A local ``out`` is staged beside the target and renamed into place. A URI ``out``
+    (``file://``, ``s3a://``, ``gs://``, ``hdfs://``) gets a fresh
+    ``<out>/<service>/<label_date>/snapshot.<run id>/``, returned, and the date directory's
+    ``current.json`` is moved to it only after the data and the manifest are complete.
     With Feast's Spark offline store, ``data.parquet`` is a directory of part files written
-    by Spark (``lookalike.snapshot_spark``); otherwise one file written here.
+    by Spark (``lookalike.snapshot_spark``) straight to the target; otherwise one file
+    written here.
     """
     label_ts = parse_date(config.label_date, "label_date")
     store = open_store(config.repo)
     service_name = config.feature_service or find_model_service(store)
     contract = load_contract(store, service_name)  # the privacy guard, before reading any value
-    final = Path(config.out) / service_name / label_ts.date().isoformat()
     # Who is in is settled (and an empty population refused) before anything is created.
     if uses_spark_offline_store(store):
         spark_anchors = anchor_entities(spark_session_for(store), store, label_ts, config.exclude_suppressed)
     else:
         local_anchors = _local_anchors(store, label_ts, config.exclude_suppressed)
-    with atomic_dir(final) as tmp:
+
+    def write_data(target: str | Path) -> dict[str, Any]:
         if uses_spark_offline_store(store):
-            counts = _write_data_with_spark(store, contract, label_ts, config, spark_anchors, tmp / SNAPSHOT_DATA)
+            counts = _write_data_with_spark(store, contract, label_ts, config, spark_anchors, target)
         else:
-            counts = _write_data_locally(store, contract, label_ts, config, local_anchors, tmp / SNAPSHOT_DATA)
-        manifest = write_manifest(
-            tmp,
-            SNAPSHOT_KIND,
-            feature_service=contract.service_name,
-            feature_service_version=contract.service_version,
-            contract=contract.to_dict(),
-            label_date=label_ts.date().isoformat(),
-            feature_repo=str(applied_repo_path(store)),
-            **counts,
-            config=config_to_dict(config),
-        )
+            counts = _write_data_locally(store, contract, label_ts, config, local_anchors, target)
+        return dict(feature_service=contract.service_name, feature_service_version=contract.service_version,
+                    contract=contract.to_dict(), label_date=label_ts.date().isoformat(),
+                    feature_repo=str(applied_repo_path(store)), **counts, config=config_to_dict(config))
+
+    date_dir = label_ts.date().isoformat()
+    final: Path | str
+    if is_uri(config.out):
+        with pointer_swap(child(config.out, service_name, date_dir), "snapshot") as generation:
+            manifest = write_uri_manifest(generation.uri, SNAPSHOT_KIND,
+                                          **write_data(child(generation.uri, SNAPSHOT_DATA)))
+            generation.fields.update(content_hash=manifest["content_hash"], row_count=manifest["row_count"])
+        final = generation.uri
+    else:
+        final = Path(config.out) / service_name / date_dir
+        with atomic_dir(final) as tmp:
+            manifest = write_manifest(tmp, SNAPSHOT_KIND, **write_data(tmp / SNAPSHOT_DATA))
     log.info("snapshot %s: %d customers, %d features, missing per view %s, hash %s",
              final, manifest["row_count"], len(contract.columns), manifest["rows_missing_features"],
              manifest["content_hash"][:12])
@@ -317,7 +335,7 @@ def run(config: SnapshotConfig) -> Path:
 
 def _write_data_with_spark(
     store: Any, contract: FeatureContract, label_ts: pd.Timestamp, config: SnapshotConfig, anchors: AnchorEntities,
-    out: Path,
+    out: str | Path,
 ) -> dict[str, Any]:
     def vocabulary_for(label_view: Any, distinct_ids: Any) -> list[str]:
         from_catalog = catalog_segment_ids(label_view, config.segment_catalog)
@@ -347,7 +365,7 @@ def _local_anchors(store: Any, label_ts: pd.Timestamp, exclude_suppressed: bool)
 
 def _write_data_locally(
     store: Any, contract: FeatureContract, label_ts: pd.Timestamp, config: SnapshotConfig,
-    status: tuple[np.ndarray, np.ndarray], out: Path,
+    status: tuple[np.ndarray, np.ndarray], out: str | Path,
 ) -> dict[str, Any]:
     opted_in, suppressed = status
     anchors = np.setdiff1d(opted_in, suppressed)
@@ -365,7 +383,11 @@ def _write_data_locally(
         table.schema.get_field_index(TIMESTAMP_COLUMN), TIMESTAMP_COLUMN,
         table.column(TIMESTAMP_COLUMN).cast(pa.timestamp("us", "UTC")),
     )
-    pq.write_table(table.replace_schema_metadata(None), out)
+    if is_uri(out):
+        fs, path = filesystem(out)
+        pq.write_table(table.replace_schema_metadata(None), path, filesystem=fs)
+    else:
+        pq.write_table(table.replace_schema_metadata(None), out)
     return {
         "row_count": len(features),
         "rows_missing_features": features.attrs[MISSING_ROWS_ATTR],
@@ -381,7 +403,7 @@ def add_cli(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", type=Path, default=None, help="YAML config (configs/snapshot.yaml)")
     parser.add_argument("--repo", type=Path, help="applied Feast repo (default feature_repo)")
     parser.add_argument("--label-date", help="label date YYYY-MM-DD")
-    parser.add_argument("--out", type=Path, help="output root (default artifacts/snapshots)")
+    parser.add_argument("--out", help="output root: a directory or a URI (default artifacts/snapshots)")
     parser.add_argument("--feature-service", help="feature service (default: the model_input one)")
     parser.add_argument("overrides", nargs="*", help="key=value config overrides")
 

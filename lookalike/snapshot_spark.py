@@ -178,9 +178,11 @@ def write_snapshot_data(
     label_ts: pd.Timestamp,
     anchors: AnchorEntities,
     vocabulary_for: Any,
-    out_dir: Path,
+    out_dir: str | Path,
 ) -> tuple[SparkSnapshotStats, list[str]]:
-    """Write ``out_dir`` (a Parquet directory of part files) from Spark; return stats + vocabulary.
+    """Write ``out_dir`` (a Parquet directory of part files; a path or a URI Spark can write) from Spark.
+
+    Returns stats + vocabulary.
 
     ``vocabulary_for(label_view, distinct_ids)`` returns the segment vocabulary; it calls
     ``distinct_ids()`` (every segment id in the label table up to the label date, computed by

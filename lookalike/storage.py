@@ -83,8 +83,16 @@ def write_pointer(root: str, name: str, path: str, **fields: Any) -> None:
 
     fs, base = filesystem(root)
     payload = {"name": name, "path": path, "updated_at": utc_now(), **fields}
+    text = json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n"
+    protocols = (fs.protocol,) if isinstance(fs.protocol, str) else tuple(fs.protocol)
+    if "file" in protocols:
+        # A local pipe_file truncates then writes; a reader could catch half a pointer.
+        from lookalike.artifacts import atomic_write_text
+
+        atomic_write_text(f"{base}/{POINTER}", text)
+        return
     # One object, one PUT: readers get the old pointer or the new one.
-    fs.pipe_file(f"{base}/{POINTER}", (json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n").encode())
+    fs.pipe_file(f"{base}/{POINTER}", text.encode())
 
 
 def read_pointer(root: str) -> dict[str, Any]:

@@ -1,8 +1,11 @@
 """``lookalike features``: raw tables -> one Parquet dataset per feature table.
 
-All tables for all snapshot dates are written under a temporary directory beside
-``out_dir``, validated (schema, keys, uniqueness), then swapped in with one rename: a failed
-run leaves the previous good output untouched.
+All tables for all snapshot dates are written by Spark's writer, validated (schema, keys,
+uniqueness) and described by a manifest before they become current, so a failed run leaves
+the previous good output untouched. A local ``out_dir`` is staged in a temporary directory
+beside it and swapped in with one rename; a URI ``out_dir`` (``file://``, ``s3a://``,
+``gs://``, ``hdfs://``) gets a fresh ``features.<run id>/`` and ``current.json`` is moved
+last (``lookalike.uri_outputs``). Feast's sources and the snapshot resolve the pointer.
 """
 
 from __future__ import annotations
@@ -13,15 +16,27 @@ import time
 from collections.abc import Callable
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from tqdm import tqdm
 
 from lookalike.artifacts import MANIFEST_NAME, atomic_dir, read_json, write_manifest
-from lookalike.config import IsoDate, PositiveInt, cli_overrides, config_to_dict, load_config, stage_config
+from lookalike.config import (
+    IsoDate,
+    Location,
+    PositiveInt,
+    cli_overrides,
+    config_to_dict,
+    load_config,
+    stage_config,
+)
 from lookalike.errors import ConfigError, DataValidationError, LookalikeError
 from lookalike.row_guard import check_row_drop
+from lookalike.uri_outputs import child, exists, is_uri, pointer_swap, resolve
+from lookalike.uri_outputs import read_manifest as read_uri_manifest
+from lookalike.uri_outputs import write_manifest as write_uri_manifest
 from spark_jobs import transforms as tf
 from spark_jobs.validation import validate_output, validate_raw
 
@@ -41,7 +56,9 @@ MAY_BE_EMPTY = frozenset({"suppression", "navigation_events"})
 @stage_config
 class FeaturesConfig:
     raw_dir: Path = Path("data/raw")
-    out_dir: Path = Path("data/features")
+    # A local directory (swapped in by rename) or a URI root (file://, s3a://, gs://, hdfs://):
+    # each run then writes <out_dir>/features.<run id>/ and moves <out_dir>/current.json last.
+    out_dir: Location = "data/features"
     start_date: IsoDate = "2026-11-08"
     end_date: IsoDate = "2026-11-22"
     frequency_days: PositiveInt = 7
@@ -111,8 +128,8 @@ def build_tables(spark: SparkSession, raw_dir: Path, grid: tf.SnapshotGrid) -> d
     }
 
 
-def run(config: FeaturesConfig, spark: SparkSession | None = None) -> dict[str, Path]:
-    """Build every feature table for every snapshot date; returns ``{table: dataset dir}``."""
+def run(config: FeaturesConfig, spark: SparkSession | None = None) -> dict[str, Path | str]:
+    """Build every feature table for every snapshot date; returns ``{table: dataset dir or URI}``."""
     grid = config.grid()
     if spark is None:
         # Reuse a session someone else started (a notebook, the test suite) and leave it
@@ -127,43 +144,70 @@ def run(config: FeaturesConfig, spark: SparkSession | None = None) -> dict[str, 
     else:
         spark.conf.set("spark.sql.shuffle.partitions", str(config.shuffle_partitions))
     created = datetime.now(timezone.utc).replace(microsecond=0)
-    out_dir = Path(config.out_dir)
-    timings: dict[str, float] = {}
-    row_counts: dict[str, int] = {}
     try:
         builders = build_tables(spark, Path(config.raw_dir), grid)
+        if is_uri(config.out_dir):
+            with pointer_swap(str(config.out_dir), "features") as generation:
+                _write_tables(spark, builders, generation.uri, config, grid, created, _previous_manifest(config.out_dir))
+                generation.fields["snapshot_dates"] = [d.isoformat() for d in grid.dates]
+            return {table: child(generation.uri, table) for table in FEATURE_TABLES}
+        out_dir = Path(config.out_dir)
         with atomic_dir(out_dir) as tmp:
-            for table in (bar := tqdm(BUILD_ORDER, desc="features", unit="table")):
-                bar.set_postfix_str(table)
-                started = time.perf_counter()
-                df = builders[table]().withColumn(tf.CREATED_TS, F.lit(created).cast("timestamp"))
-                df.write.mode("overwrite").parquet(str(tmp / table))
-                written = spark.read.parquet(str(tmp / table))
-                validate_output(table, written, tf.FEATURE_SCHEMAS[table])
-                row_counts[table] = written.count()
-                timings[table] = round(time.perf_counter() - started, 2)
-                log.info("features: %s %s rows in %.1fs", table, f"{row_counts[table]:,}", timings[table])
-            _check_row_drops(out_dir, row_counts, len(grid.dates), config.max_row_drop_fraction)
-            write_manifest(
-                tmp, "feature_tables",
-                snapshot_dates=[d.isoformat() for d in grid.dates],
-                tables={t: {"rows": row_counts[t], "features": tf.FEATURE_SCHEMAS[t],
-                            "legitimate_interest": t in tf.LEGITIMATE_INTEREST_TABLES} for t in FEATURE_TABLES},
-                created_timestamp=created.isoformat(), seconds=timings,
-                config=config_to_dict(config),
-            )
+            _write_tables(spark, builders, str(tmp), config, grid, created, _previous_manifest(out_dir))
     finally:
         if owns_session:
             spark.stop()
     return {table: out_dir / table for table in FEATURE_TABLES}
 
 
-def _check_row_drops(out_dir: Path, rows: dict[str, int], n_dates: int, max_fraction: float) -> None:
-    """Rows per snapshot date of every table against the previous output's (its manifest)."""
+def _write_tables(spark: SparkSession, builders: dict[str, Callable[[], DataFrame]], target: str,
+                  config: FeaturesConfig, grid: tf.SnapshotGrid, created: datetime,
+                  previous: dict[str, Any] | None) -> None:
+    """Write, read back and validate every table under ``target``, then its manifest (last)."""
+    timings: dict[str, float] = {}
+    row_counts: dict[str, int] = {}
+    for table in (bar := tqdm(BUILD_ORDER, desc="features", unit="table")):
+        bar.set_postfix_str(table)
+        started = time.perf_counter()
+        df = builders[table]().withColumn(tf.CREATED_TS, F.lit(created).cast("timestamp"))
+        # Spark's own writer, to a local path or a URI (file://, s3a://, gs://, hdfs://).
+        df.write.mode("overwrite").parquet(child(target, table))
+        written = spark.read.parquet(child(target, table))
+        validate_output(table, written, tf.FEATURE_SCHEMAS[table])
+        row_counts[table] = written.count()
+        timings[table] = round(time.perf_counter() - started, 2)
+        log.info("features: %s %s rows in %.1fs", table, f"{row_counts[table]:,}", timings[table])
+    _check_row_drops(previous, row_counts, len(grid.dates), config.max_row_drop_fraction)
+    fields: dict[str, Any] = dict(
+        snapshot_dates=[d.isoformat() for d in grid.dates],
+        tables={t: {"rows": row_counts[t], "features": tf.FEATURE_SCHEMAS[t],
+                    "legitimate_interest": t in tf.LEGITIMATE_INTEREST_TABLES} for t in FEATURE_TABLES},
+        created_timestamp=created.isoformat(), seconds=timings,
+        config=config_to_dict(config),
+    )
+    if is_uri(target):
+        write_uri_manifest(target, "feature_tables", **fields)
+    else:
+        write_manifest(target, "feature_tables", **fields)
+
+
+def _previous_manifest(out: str | Path) -> dict[str, Any] | None:
+    """The manifest of the output a run would replace (through the pointer for URIs); None without one."""
     try:
-        previous = read_json(out_dir / MANIFEST_NAME)
+        if is_uri(out):
+            return read_uri_manifest(resolve(str(out))) if exists(str(out)) else None
+        return dict(read_json(Path(out) / MANIFEST_NAME))
     except LookalikeError:
-        return  # no previous output (or an unreadable one, which this run replaces)
+        return None  # no previous output (or an unreadable one, which this run replaces)
+
+
+def _check_row_drops(previous: dict[str, Any] | str | Path | None, rows: dict[str, int], n_dates: int,
+                     max_fraction: float) -> None:
+    """Rows per snapshot date of every table against the previous output's (its manifest, or its location)."""
+    if isinstance(previous, (str, Path)):
+        previous = _previous_manifest(previous)
+    if previous is None:
+        return
     previous_dates = max(len(previous.get("snapshot_dates") or []), 1)
     for table, count in rows.items():
         before = (previous.get("tables") or {}).get(table, {}).get("rows")

@@ -23,6 +23,7 @@ pytest_plugins = [
     "tests.fixtures.feast",
     "tests.fixtures.model",
     "tests.fixtures.index",
+    "tests.fixtures.object_store",
 ]
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

@@ -8,7 +8,7 @@ from typing import Annotated, Literal, get_args
 
 from pydantic import Field
 
-from lookalike.config import Fraction, NonNegativeFloat, PositiveFloat, PositiveInt, stage_config
+from lookalike.config import Fraction, Location, NonNegativeFloat, PositiveFloat, PositiveInt, stage_config
 from lookalike.mlflow_store import default_tracking_uri
 from lookalike.settings import EXPERIMENT_NAME, REGISTERED_MODEL_NAME
 from training.segment_weights import WEIGHTINGS
@@ -110,7 +110,8 @@ class TrackingConfig:
 
 @stage_config
 class TrainConfig:
-    snapshot: Path | None = None
+    # A snapshot directory or URI (file://, s3a://, gs://, hdfs://; its current.json is followed).
+    snapshot: Location | None = None
     # Feast repo: when given, the privacy guard is re-run and compared with the snapshot.
     repo: Path | None = None
     seed: int = 7

@@ -9,11 +9,12 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import pyarrow.dataset as ds
 
 from lookalike.artifacts import verify_manifest
 from lookalike.contract import COLUMN_SEPARATOR, JOIN_KEY, FeatureContract, load_contract
 from lookalike.errors import ArtifactError, DataValidationError
+from lookalike.uri_outputs import child, exists, is_uri, parquet_dataset, resolve
+from lookalike.uri_outputs import verify_manifest as verify_uri_manifest
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +26,7 @@ REQUIRED_MANIFEST_FIELDS = ("feature_service", "feature_service_version", "contr
 
 @dataclass
 class Snapshot:
-    path: Path
+    path: Path | str  # a local directory or the URI it was read from
     frame: pd.DataFrame
     manifest: dict[str, Any]
     contract: FeatureContract
@@ -66,12 +67,23 @@ def segments_to_matrix(segments: pd.Series, vocabulary: list[str]) -> np.ndarray
 
 
 def load_snapshot(path: str | Path, min_customers: int = 100) -> Snapshot:
-    """Read ``data.parquet`` + ``manifest.json`` and validate them against each other."""
-    path = Path(path)
-    if not path.is_dir():
-        raise DataValidationError(f"snapshot directory not found: {path}")
+    """Read ``data.parquet`` + ``manifest.json`` and validate them against each other.
+
+    ``path`` is a snapshot directory or a URI (``file://``, ``s3a://``, ``gs://``, ``hdfs://``):
+    a generation written by ``lookalike snapshot --out <uri>``, or its date directory, whose
+    ``current.json`` is followed. The manifest hash is recomputed from the stored files
+    (streamed) and the rows are read in record batches through the URI's filesystem.
+    """
+    location: str | Path = resolve(path) if is_uri(path) else Path(path)
     try:
-        manifest = verify_manifest(path, SNAPSHOT_KIND)
+        if is_uri(location):
+            if not exists(location):
+                raise DataValidationError(f"snapshot not found: {location}")
+            manifest = verify_uri_manifest(str(location), SNAPSHOT_KIND)
+        else:
+            if not Path(location).is_dir():
+                raise DataValidationError(f"snapshot directory not found: {location}")
+            manifest = verify_manifest(location, SNAPSHOT_KIND)
     except ArtifactError as exc:
         raise DataValidationError(f"invalid training snapshot: {exc}") from exc
     missing_fields = [f for f in REQUIRED_MANIFEST_FIELDS if f not in manifest]
@@ -94,17 +106,17 @@ def load_snapshot(path: str | Path, min_customers: int = 100) -> Snapshot:
     vocabulary = [str(s) for s in manifest["segment_vocabulary"]]
     if not vocabulary:
         raise DataValidationError("snapshot segment_vocabulary is empty")
-    data_file = path / DATA_FILE
-    if not data_file.exists():
+    data_file = child(location, DATA_FILE) if is_uri(location) else Path(location) / DATA_FILE
+    if not exists(data_file):
         raise DataValidationError(f"snapshot data file missing: {data_file}")
     frame = read_snapshot_frame(data_file)
     validate_frame(frame, contract, min_customers)
-    snapshot = Snapshot(path, frame.reset_index(drop=True), manifest, contract, vocabulary)
+    snapshot = Snapshot(location, frame.reset_index(drop=True), manifest, contract, vocabulary)
     snapshot.label_matrix()  # validates segment ids against the vocabulary
     return snapshot
 
 
-def read_snapshot_frame(data: Path, batch_rows: int = 65_536) -> pd.DataFrame:
+def read_snapshot_frame(data: str | Path, batch_rows: int = 65_536) -> pd.DataFrame:
     """The snapshot's rows, read in streamed record batches (one file, or Spark's part files).
 
     Each batch becomes pandas and its Arrow buffers are released before the next is read, so
@@ -112,8 +124,7 @@ def read_snapshot_frame(data: Path, batch_rows: int = 65_536) -> pd.DataFrame:
     the kept frame plus one batch (plus the final concatenation). Spark's marker files
     (``_SUCCESS``, ``.crc``) are ignored.
     """
-    dataset = ds.dataset(data, format="parquet", exclude_invalid_files=False,
-                         ignore_prefixes=[".", "_"])
+    dataset = parquet_dataset(data, exclude_invalid_files=False, ignore_prefixes=[".", "_"])
     pieces = [batch.to_pandas() for batch in dataset.to_batches(batch_size=batch_rows)]
     if not pieces:
         return dataset.schema.empty_table().to_pandas()

@@ -289,7 +289,7 @@ def run(config: TrainConfig) -> TrainResult:
 
 
 def add_cli(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--snapshot", type=Path, help="training snapshot directory (data.parquet + manifest.json)")
+    parser.add_argument("--snapshot", help="training snapshot: a directory or URI (data.parquet + manifest.json)")
     parser.add_argument("--config", type=Path, default=None,
                         help=f"YAML config (default {DEFAULT_CONFIG} when it exists)")
     parser.add_argument("--repo", type=Path, default=None,

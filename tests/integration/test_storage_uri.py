@@ -9,7 +9,6 @@ previous pointer and artifact untouched.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
@@ -17,7 +16,6 @@ import pyarrow.parquet as pq
 import pytest
 
 from lookalike.errors import ArtifactError
-from lookalike.local_redis import free_port
 from lookalike.storage import (
     Publication,
     fetch,
@@ -73,26 +71,6 @@ def test_publish_to_memory_filesystem(tmp_path: Path) -> None:
 def test_publish_to_a_local_file_uri(tmp_path: Path) -> None:
     _check_publish_cycle(f"file://{tmp_path / 'published'}", tmp_path / "work")
     assert (tmp_path / "published" / "current.json").is_file()
-
-
-@pytest.fixture()
-def s3_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    pytest.importorskip("s3fs", reason="s3fs (dev dependency) provides s3:// to fsspec")
-    server_module = pytest.importorskip("moto.server", reason="moto[server] (dev dependency) is the local S3")
-    port = free_port()
-    server = server_module.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    endpoint = f"http://127.0.0.1:{port}"
-    for name, value in {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
-                        "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL": endpoint}.items():
-        monkeypatch.setenv(name, value)
-    import s3fs
-
-    s3fs.S3FileSystem.clear_instance_cache()
-    s3fs.S3FileSystem().mkdir("lookalike-artifacts")
-    yield endpoint
-    s3fs.S3FileSystem.clear_instance_cache()
-    server.stop()
 
 
 def test_publish_to_s3a_on_a_local_s3_server(s3_server: str, tmp_path: Path) -> None:
