@@ -218,7 +218,7 @@ def _check_row_drops(previous: dict[str, Any] | str | Path | None, rows: dict[st
 def add_cli(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", type=Path, default=None, help="YAML config (e.g. configs/features.yaml)")
     parser.add_argument("--raw-dir", help="raw tables directory (datagen output)")
-    parser.add_argument("--out-dir", help="feature tables output directory")
+    parser.add_argument("--out-dir", help="feature tables output: a directory or a URI root (file://, s3a://, ...)")
     parser.add_argument("--start-date", help="first snapshot date (ISO)")
     parser.add_argument("--end-date", help="last snapshot date (ISO)")
     parser.add_argument("--master", help="Spark master, e.g. local[2] or spark://host:7077")

@@ -216,3 +216,36 @@ def test_training_reads_the_snapshot_in_streamed_batches(synthetic_snapshot: Pat
     streamed = read_snapshot_frame(synthetic_snapshot / "data.parquet", batch_rows=7)
     pd.testing.assert_frame_equal(streamed.drop(columns="segments"), whole.drop(columns="segments"))
     assert [list(s) for s in streamed["segments"]] == [list(s) for s in whole["segments"]]
+
+
+def test_spark_snapshot_to_a_uri_is_swapped_in_by_its_pointer(
+    spark, spark_offline_repo: Path, synthetic_snapshot: Path, tmp_path: Path,  # type: ignore[no-untyped-def]
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Spark's writer straight to ``file://<root>/<service>/<date>/snapshot.<id>/``; current.json last."""
+    import lookalike.snapshot as snapshot_module
+    from lookalike.uri_outputs import resolve
+    from training.data import load_snapshot
+
+    out = f"file://{tmp_path / 'snapshots'}"
+    written = run(SnapshotConfig(repo=spark_offline_repo, label_date=LABEL_DATE, out=out))
+    from_file = load_snapshot(synthetic_snapshot, min_customers=1)
+    date_root = f"{out}/{from_file.contract.service_name}/{LABEL_DATE}"
+    assert resolve(date_root) == written
+    local_dir = Path(str(written).removeprefix("file://"))
+    assert sorted((local_dir / "data.parquet").glob("part-*.parquet"))  # Spark's part files
+    from_uri = load_snapshot(date_root, min_customers=1)
+    assert from_uri.manifest["written_by"] == "spark" and from_uri.path == written
+    left = from_uri.frame.sort_values("customer_id").reset_index(drop=True)
+    right = from_file.frame.sort_values("customer_id").reset_index(drop=True)
+    pd.testing.assert_frame_equal(left.drop(columns="segments"), right.drop(columns="segments"))
+
+    # Spark wrote the data, then the run died before the manifest: the pointer still names the first
+    def die(*args: Any, **kwargs: Any) -> None:
+        raise OSError("executor lost before the manifest was written")
+
+    monkeypatch.setattr(snapshot_module, "write_uri_manifest", die)
+    with pytest.raises(OSError, match="executor lost"):
+        run(SnapshotConfig(repo=spark_offline_repo, label_date=LABEL_DATE, out=out))
+    assert resolve(date_root) == written
+    assert sorted(p.name for p in local_dir.parent.iterdir()) == sorted(["current.json", local_dir.name])
