@@ -20,6 +20,7 @@ from lookalike.artifacts import git_commit, utc_now, write_json
 from lookalike.config import config_to_dict, flatten
 from lookalike.mlflow_store import ensure_experiment
 from lookalike.settings import CANDIDATE_ALIAS, CHAMPION_ALIAS
+from lookalike.uri_outputs import child, is_uri
 from training.artifact import CHECKPOINT_NAME, EncoderPyfunc, load_registered_encoder
 from training.config import TrainConfig
 from training.data import SEGMENTS_COLUMN, Snapshot
@@ -56,7 +57,9 @@ def snapshot_dataset(snapshot: Snapshot) -> Any:
     manifest = snapshot.manifest
     name = f"{snapshot.contract.service_name}_v{snapshot.contract.service_version}@{manifest.get('label_date', '')}"
     # MLflow keeps at most 36 characters of digest; the full hash is a run tag.
-    return from_pandas(snapshot.frame, source=str(Path(snapshot.path).resolve() / "data.parquet"),
+    source = (child(snapshot.path, "data.parquet") if is_uri(snapshot.path)
+              else str(Path(snapshot.path).resolve() / "data.parquet"))
+    return from_pandas(snapshot.frame, source=source,
                                    name=name, targets=SEGMENTS_COLUMN, digest=snapshot.content_hash[:32])
 
 

@@ -169,3 +169,25 @@ def test_a_plain_directory_keeps_the_rename_swap(tmp_path: Path) -> None:
     assert resolve(str(out)) == str(out) and not (out / "current.json").exists()
     assert _previous_manifest(out) is not None and _previous_manifest(str(tmp_path / "none")) is None
     shutil.rmtree(out)
+
+
+def test_training_fits_a_snapshot_read_through_a_uri_pointer(tmp_path: Path) -> None:
+    """``lookalike train snapshot=<uri>``: same data through the pointer, same model as from the directory."""
+    from lookalike.config import load_config
+    from tests.fixtures.model import REPO_ROOT, SMOKE_OVERRIDES
+    from training.config import TrainConfig
+    from training.synthetic import make_synthetic_snapshot
+    from training.train import fit
+
+    local = make_synthetic_snapshot(tmp_path / "snapshot", n=600, seed=3)
+    root = f"file://{tmp_path / 'published'}"
+    published = publish(local, root, "snapshot")
+
+    def trained(snapshot: str | Path) -> Any:
+        return fit(load_config(TrainConfig, REPO_ROOT / "configs" / "training.yaml",
+                               [*SMOKE_OVERRIDES, f"snapshot={snapshot}", "epochs=1"]))
+
+    from_uri, from_dir = trained(root), trained(local)
+    assert from_uri.snapshot.path == published and from_uri.snapshot.content_hash == from_dir.snapshot.content_hash
+    for key, value in from_dir.encoder.tower.state_dict().items():
+        assert (from_uri.encoder.tower.state_dict()[key] == value).all(), key
