@@ -28,6 +28,7 @@ import logging
 import math
 import tempfile
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -306,6 +307,45 @@ def _empty_index(shipped: dict[str, Any]) -> bytes:
     return _index_bytes(faiss.IndexFlatIP(int(shipped["manifest"]["dim"])))
 
 
+# ------------------------------------------------------------------ population embedding shards
+def write_population_shards(embedded: Any, directory: Path) -> None:
+    """The embeddings the ``mapInPandas`` stage computed (``embedded``, persisted: nothing is
+    embedded twice) of customers with features, written by the executors as Parquet part files
+    sorted by customer id across files (range partitioning): part ``i`` holds ids below part
+    ``i + 1``'s, so the driver streams them into the bundle's memory map front to back."""
+    from pyspark.sql import functions as F
+
+    (embedded.where(F.col("found")).select(JOIN_KEY, "embedding").orderBy(JOIN_KEY)
+     .write.parquet(str(directory), compression="zstd"))
+
+
+def _shard_files(directory: Path) -> list[Path]:
+    # part-<partition index>-...: name order is partition order, hence id order
+    return sorted(Path(directory).glob("part-*.parquet"))
+
+
+def shard_customer_ids(directory: Path) -> np.ndarray:
+    """Customer ids of the shards (int64, 8 bytes per customer on the driver), in shard order."""
+    import pyarrow.parquet as pq
+
+    parts = [pq.read_table(path, columns=[JOIN_KEY]).column(JOIN_KEY).to_numpy() for path in _shard_files(directory)]
+    return np.concatenate(parts).astype(np.int64) if parts else np.zeros(0, np.int64)
+
+
+def shard_embeddings(directory: Path, batch_rows: int = 65_536) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """``(ids, float32 (rows, dim))`` blocks from the shards, one Arrow record batch at a time,
+    in shard order; the list column is flattened by Arrow, never into Python objects."""
+    import pyarrow.parquet as pq
+
+    for path in _shard_files(directory):
+        for batch in pq.ParquetFile(path).iter_batches(batch_size=batch_rows, columns=[JOIN_KEY, "embedding"]):
+            if batch.num_rows == 0:
+                continue
+            ids = batch.column(JOIN_KEY).to_numpy().astype(np.int64)
+            values = batch.column("embedding").flatten().to_numpy(zero_copy_only=False)
+            yield ids, values.astype(np.float32, copy=False).reshape(len(ids), -1)
+
+
 # ------------------------------------------------------------------ the engine
 @dataclass
 class SparkScored:
@@ -324,8 +364,10 @@ class SparkScored:
 
 
 def score_population(spark: Any, store: Any, population: Any, encoder: Any, bundle: IndexBundle,
-                     params: SparkParams) -> SparkScored:
-    """Embed, search, aggregate and threshold every lookalike candidate on the executors."""
+                     params: SparkParams, population_dir: Path | None = None) -> SparkScored:
+    """Embed, search, aggregate and threshold every lookalike candidate on the executors;
+    with ``population_dir``, the executors also write the embeddings they computed there
+    (:func:`write_population_shards`) for the bundle's population files."""
     from pyspark.sql import functions as F
 
     ids = population.customer_ids[population.lookalike_mask]
@@ -345,6 +387,8 @@ def score_population(spark: Any, store: Any, population: Any, encoder: Any, bund
     if without:
         log.warning("%d customer(s) have no legitimate-interest features in the TTL window and get no "
                     "lookalike segments", without)
+    if population_dir is not None:
+        write_population_shards(embedded, population_dir)
     shipped = {"path": str(bundle.path), "anchor_ids": bundle.anchor_ids, "anchor_segments": bundle.anchor_segments,
                "assignment": bundle.assignment.to_json(), "manifest": bundle.manifest,
                "selection": bundle.selection, "scorers": bundle.scorers}
@@ -377,9 +421,10 @@ def score_population(spark: Any, store: Any, population: Any, encoder: Any, bund
 
 
 def run(config: Any, params: SparkParams, *, population: Any, encoder_and_info: Any, bundle: IndexBundle,
-        output_dir: Path) -> Path:
+        output_dir: Path, population_dir: Path | None = None) -> Path:
     """The unified segment table for ``population`` written by Spark into ``output_dir``
-    (staged: the weekly job swaps it in); same rows, manifest and counts as the local engine."""
+    (staged: the weekly job swaps it in); same rows, manifest and counts as the local engine.
+    With ``population_dir``, also the scored customers' embeddings as Parquet shards there."""
     from pyspark.sql import functions as F
 
     from index_builder.assign import (
@@ -396,7 +441,7 @@ def run(config: Any, params: SparkParams, *, population: Any, encoder_and_info: 
     encoder, info = encoder_and_info
     store = open_store(config.repo)
     spark = get_spark(params.master, "lookalike-weekly")
-    result = score_population(spark, store, population, encoder, bundle, params)
+    result = score_population(spark, store, population, encoder, bundle, params, population_dir)
     opt_in_ids = population.customer_ids[population.opt_in]
     opt_in = opt_in_rows(opt_in_ids, [population.segment_lists[i] for i in np.flatnonzero(population.opt_in)])
     opt_in_frame = spark.createDataFrame(opt_in if len(opt_in) else pd.DataFrame(

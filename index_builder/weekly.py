@@ -170,6 +170,7 @@ def _run(config: WeeklyConfig, workspace: Path) -> WeeklyResult:
     from index_builder import assign, build, evaluate
     from index_builder.features import check_encoder_contract
     from index_builder.population import load_population, parse_date
+    from index_builder.population_embeddings import add_anchors_and_customers
     from lookalike.contract import load_contract
     from lookalike.feast_utils import open_store
     from training.artifact import load_registered_encoder
@@ -205,17 +206,22 @@ def _run(config: WeeklyConfig, workspace: Path) -> WeeklyResult:
         if config.engine == "spark":
             from index_builder import spark_engine
 
+            shards_dir = staging / "population_shards"
             staged_segments = spark_engine.run(assign_config, config.spark, population=population,
                                                encoder_and_info=(encoder, info), bundle=bundle,
-                                               output_dir=staging / "segments" / run_date)
+                                               output_dir=staging / "segments" / run_date, population_dir=shards_dir)
+            customer_ids = spark_engine.shard_customer_ids(shards_dir)
+            customer_blocks: Any = spark_engine.shard_embeddings(shards_dir)
         else:
             staged_segments = assign.run(assign_config, population=population, encoder_and_info=(encoder, info),
                                          bundle=bundle, output_dir=staging / "segments" / run_date,
                                          set_as_current=False, on_scored=scored.append)
+            customer_ids = scored[0].customer_ids
+            customer_blocks = [(scored[0].customer_ids, scored[0].embeddings)]
         steps.append(f"assigned segments ({config.engine} engine)")
-        if scored:  # the Spark engine embeds on executors: its bundles keep the service's fallback
-            bundle.manifest = _add_population(staged_index, anchors, scored[0])
-            steps.append(f"population embeddings ({len(anchors.ids) + len(scored[0].customer_ids)} customers)")
+        bundle.manifest = add_anchors_and_customers(staged_index, anchors.ids, anchors.embeddings, customer_ids,
+                                                    customer_blocks)
+        steps.append(f"population embeddings ({len(anchors.ids) + len(customer_ids)} customers)")
         rows = _segment_rows(staged_segments)
         if rows is not None:
             check_row_drop(f"segment table {run_date}", _live_segment_rows(workspace / "segments"), rows,
@@ -275,20 +281,6 @@ def _run(config: WeeklyConfig, workspace: Path) -> WeeklyResult:
         _log(config, info, bundle, index_dir, report_dir, run_date)
     log.info("weekly run %s done: %s", run_date, "; ".join(steps))
     return WeeklyResult(run_date, info.version, index_dir, segments_dir, report_dir, config.retrain, steps)
-
-
-def _add_population(bundle_dir: Path, anchors: Any, scored: Any) -> dict[str, Any]:
-    """Anchors and scored customers, as embedded this week, become the bundle's population
-    (what /expand ranks; the service memory-maps it instead of re-embedding at start-up)."""
-    import numpy as np
-
-    from index_builder.population_embeddings import add_population
-
-    ids = np.concatenate([anchors.ids, scored.customer_ids]).astype(np.int64)
-    embeddings = np.concatenate([anchors.embeddings, scored.embeddings]) if len(scored.customer_ids) \
-        else anchors.embeddings
-    opt_in = np.concatenate([np.ones(len(anchors.ids), bool), np.zeros(len(scored.customer_ids), bool)])
-    return add_population(bundle_dir, ids, embeddings, opt_in)
 
 
 def _log(config: WeeklyConfig, info: Any, bundle: Any, index_dir: Path, report_dir: Path | None,

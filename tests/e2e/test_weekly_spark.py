@@ -4,7 +4,11 @@ Same model, same date, same fixture: the local engine, the Spark engine with the
 broadcast whole, and the Spark engine with the index split into anchor-range shards (a tiny
 ``spark.shard_above_mb``) must build the same index bundle and write the same unified table.
 Rows are compared exactly; scores to 1e-6 (float32 aggregation over the same neighbours, in
-possibly another summation order).
+possibly another summation order). Every bundle file is compared, the population embeddings
+(/expand's) included: ids and opt-in flags byte for byte, the embeddings to
+``EMBEDDING_TOLERANCE`` (the executors embed in Arrow batches, the local engine in
+``batch_size`` chunks: torch's CPU kernels may sum in another order for another batch shape;
+measured on the fixture: byte-equal, the three bundles have the same content hash).
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
@@ -23,6 +28,7 @@ from tests.e2e.test_weekly import weekly_config
 
 pytestmark = pytest.mark.e2e
 SCORE_TOLERANCE = 1e-6
+EMBEDDING_TOLERANCE = 1e-6
 KEYS = ["customer_id", "segment", "source", "model_version", "index_version", "run_date"]
 
 
@@ -64,12 +70,22 @@ def _manifest(directory: Path) -> dict[str, Any]:
 @pytest.mark.parametrize("engine", ["spark", "spark_sharded"])
 def test_spark_engine_writes_the_local_engines_table(engines: dict[str, Any], engine: str) -> None:
     local, other = engines["local"], engines[engine]
-    # same model and the same index: every file of the Spark bundle equals the local one. The
-    # local engine also stores the population embeddings for /expand; the Spark engine does not
-    # yet (its bundles keep the service's fallback), so the bundles' overall hashes differ.
+    # same model, same index, same population: every file of the Spark bundle equals the local one
     local_files, other_files = _bundle_files(local.index_dir), _bundle_files(other.index_dir)
-    assert set(local_files) - set(other_files) == POPULATION_FILES
-    assert other_files == {name: digest for name, digest in local_files.items() if name not in POPULATION_FILES}
+    assert set(other_files) == set(local_files) and set(local_files) >= POPULATION_FILES
+    embeddings = population_embeddings.EMBEDDINGS_FILE
+    assert {k: v for k, v in other_files.items() if k != embeddings} == \
+        {k: v for k, v in local_files.items() if k != embeddings}
+    expected_population = population_embeddings.load_population(local.index_dir)
+    actual_population = population_embeddings.load_population(other.index_dir)
+    assert expected_population is not None and actual_population is not None
+    assert len(actual_population.ids) > 1000 and 0 < actual_population.opt_in.sum() < len(actual_population.ids)
+    difference = np.abs(np.asarray(actual_population.embeddings) - np.asarray(expected_population.embeddings))
+    assert difference.max() <= EMBEDDING_TOLERANCE
+    local_bundle, other_bundle = _manifest(local.index_dir)["population"], _manifest(other.index_dir)["population"]
+    assert {k: v for k, v in other_bundle.items() if not k.startswith("sum")} == \
+        {k: v for k, v in local_bundle.items() if not k.startswith("sum")}
+    assert np.allclose(other_bundle["sum"], local_bundle["sum"], atol=1e-3)
     expected, actual = _table(local), _table(other)
     assert actual.dtypes.to_dict() == expected.dtypes.to_dict()
     assert len(actual) == len(expected) and (actual["source"] == "lookalike").sum() > 100

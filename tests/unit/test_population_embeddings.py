@@ -139,3 +139,46 @@ def test_expand_http_body_is_the_documented_expand_response(tmp_path) -> None:
     assert first == {"customer_id": int(result.customer_ids[0]), "score": round(float(result.scores[0]), 6)}
     empty = expand_json(runtime.versions, result.seed, "all", 0, np.zeros(0, np.int64), np.zeros(0))
     assert ExpandResponse.model_validate_json(empty).customers == []
+
+
+def test_population_streamed_from_shards_equals_the_in_memory_one(tmp_path) -> None:
+    """The Spark engine's path: anchors in memory, customers from id-ordered Parquet shards
+    streamed into the memory map; same files and manifest population as one in-memory write."""
+    import shutil
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from index_builder.population_embeddings import add_anchors_and_customers
+    from index_builder.spark_engine import shard_customer_ids, shard_embeddings
+    from lookalike.artifacts import sha256_file
+
+    path, manifest, customer_ids, _ = bundle_with_population(tmp_path)
+    anchor_vectors, _ = clustered(300, 1)  # the raw (unnormalised) vectors bundle_with_population wrote
+    customer_vectors, _ = clustered(3000, 2)
+    anchor_ids = np.arange(300, dtype=np.int64) + 1_000_000
+    ascending = np.argsort(customer_ids)  # Spark's shards are sorted by id
+    customer_ids, customer_vectors = customer_ids[ascending], customer_vectors[ascending]
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    for part, rows in enumerate(np.array_split(np.arange(len(customer_ids)), 4)):  # what Spark's writer lays out
+        embedding = pa.array(list(customer_vectors[rows]), type=pa.list_(pa.float32()))
+        pq.write_table(pa.table({"customer_id": customer_ids[rows], "embedding": embedding}),
+                       shards / f"part-{part:05d}-x-c000.zstd.parquet")
+    assert np.array_equal(shard_customer_ids(shards), customer_ids)
+
+    streamed = tmp_path / "streamed"
+    shutil.copytree(path, streamed)
+    for name in ("population_ids.npy", "population_embeddings.npy", "population_opt_in.npy"):
+        (streamed / name).unlink()
+    restamped = add_anchors_and_customers(streamed, anchor_ids, anchor_vectors, shard_customer_ids(shards),
+                                          shard_embeddings(shards, batch_rows=500))
+    for name in ("population_ids.npy", "population_embeddings.npy", "population_opt_in.npy"):
+        assert sha256_file(streamed / name) == sha256_file(path / name)
+    assert restamped["population"] == manifest["population"]
+    assert load_bundle(streamed).manifest["content_hash"] == manifest["content_hash"]
+    assert not list(streamed.glob(".*.tmp"))
+    # a shard that lost rows is refused, never written as zeros
+    (shards / "part-00003-x-c000.zstd.parquet").unlink()
+    with pytest.raises(DataValidationError, match="have no embedding"):
+        add_anchors_and_customers(streamed, anchor_ids, anchor_vectors, customer_ids, shard_embeddings(shards))
