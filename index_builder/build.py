@@ -22,7 +22,7 @@ import pandas as pd
 import scipy.sparse as sp
 from threadpoolctl import threadpool_limits
 
-from index_builder import faiss_backend
+from index_builder import faiss_backend, tower_crossfit
 from index_builder.bundle import AssignmentSpec, set_current, write_bundle
 from index_builder.config import AssignmentParams, BuildConfig
 from index_builder.scorers import (
@@ -62,12 +62,15 @@ def calibrate(
     params: AssignmentParams,
     head: tuple[np.ndarray, np.ndarray] | None = None,
     segment_names: dict[str, str] | None = None,
+    by_fold: tower_crossfit.FoldEmbeddings | None = None,
 ) -> Calibrated:
     """Per-segment scorer, threshold and shipping decision from out-of-sample scores.
 
     ``fixed`` mode keeps the tower kNN with ``fixed_threshold`` everywhere. ``calibrated``
     mode scores every candidate out of sample on the non-test anchors and selects per segment
-    (:mod:`index_builder.selection`); the test split is never read.
+    (:mod:`index_builder.selection`); the test split is never read. ``by_fold`` (the model's
+    fold towers) gives the tower scorers out-of-sample scores on every non-test anchor instead
+    of the validation split (:mod:`index_builder.tower_crossfit`).
     """
     k = min(params.k, built.ntotal - 1)
     if k < 1:
@@ -97,7 +100,10 @@ def calibrate(
         oos: dict[str, OutOfSample] = {}
         for name in names:
             started = time.perf_counter()
-            result = out_of_sample(name, data, scorer_params, head)
+            if by_fold is not None and name in tower_crossfit.TOWER_SCORERS:
+                result = tower_crossfit.out_of_sample(name, data, scorer_params, by_fold, head)
+            else:
+                result = out_of_sample(name, data, scorer_params, head)
             if result is None:
                 log.info("scorer %s unavailable here (no validation anchors or no trained head)", name)
                 continue
@@ -138,21 +144,24 @@ def build_bundle_from_arrays(
     features: np.ndarray | None = None,
     head: tuple[np.ndarray, np.ndarray] | None = None,
     segment_names: dict[str, str] | None = None,
+    fold_embeddings: tower_crossfit.FoldEmbeddings | None = None,
     **manifest_fields: Any,
 ) -> dict[str, Any]:
     """Index + scorer selection + atomic bundle write from in-memory anchors; returns the manifest.
 
     ``split`` is the encoder's train/validation/test split of the anchors; ``features`` the
-    preprocessed feature matrix (None: only the embedding scorers are candidates).
+    preprocessed feature matrix (None: only the embedding scorers are candidates);
+    ``fold_embeddings`` the non-test anchors embedded by the model's fold towers, if it has any.
     """
     built = faiss_backend.build_index(embeddings, index_params, recall_k=assignment.k)
     normalised = faiss_backend.l2_normalise(embeddings)
     data = AnchorData(normalised, np.zeros((len(anchor_ids), 0), np.float32) if features is None
                       else np.ascontiguousarray(features, dtype=np.float32), sp.csr_matrix(labels), np.asarray(split))
-    calibrated = calibrate(built, data, segments, assignment, head, segment_names)
+    calibrated = calibrate(built, data, segments, assignment, head, segment_names, fold_embeddings)
     counts = dict(manifest_fields.pop("counts", {}))
     counts.update({"anchors": int(len(anchor_ids)), "segments": len(segments),
                    "calibration_customers": calibrated.customers,
+                   "tower_fold_towers": 0 if fold_embeddings is None else len(fold_embeddings.embeddings),
                    "segments_not_shipped": 0 if calibrated.selection is None
                    else int((~calibrated.selection.shipped).sum())})
     return write_bundle(out_dir, built, anchor_ids, labels, calibrated.spec, calibrated.selection,
@@ -206,6 +215,27 @@ def _segment_head(encoder: Any) -> tuple[np.ndarray, np.ndarray] | None:
     return arrays
 
 
+def _fold_embeddings(config: BuildConfig, info: Any, anchors: AnchorSet,
+                     n_segments: int) -> tower_crossfit.FoldEmbeddings | None:
+    """The non-test anchors embedded by the model's fold towers (None: it has none, or the
+    tower scorers are not calibrated here)."""
+    assignment = config.assignment
+    if assignment.threshold_mode != "calibrated" or not set(tower_crossfit.TOWER_SCORERS) & set(assignment.scorers):
+        return None
+    from training.fold_towers import load_registered_fold_towers
+
+    fold_towers = load_registered_fold_towers(config.model.tracking_uri, info.name, info.version)
+    if fold_towers is None:
+        log.info("model v%s has no fold towers: tower scorers are calibrated on the validation split", info.version)
+        return None
+    by_fold = tower_crossfit.embed_by_fold(fold_towers, anchors.ids, anchors.frame, anchors.split, n_segments,
+                                           config.batch_size)
+    log.info("model v%s: %d fold towers score the tower out of sample on %d non-test anchors (%d outside "
+             "the training snapshot)", info.version, len(fold_towers.encoders), len(by_fold.folds),
+             int((by_fold.folds < 0).sum()))
+    return by_fold
+
+
 def run(config: BuildConfig, *, population: Any = None, encoder_and_info: Any = None,
         anchors: AnchorSet | None = None, set_as_current: bool = True) -> Path:
     """Build the bundle for ``config.date``; returns its directory.
@@ -232,10 +262,11 @@ def run(config: BuildConfig, *, population: Any = None, encoder_and_info: Any = 
     from index_builder.catalog import default_catalog, segment_names
 
     catalog = config.segment_catalog or default_catalog(Path(config.repo), store)
+    fold_embeddings = _fold_embeddings(config, info, anchors, len(encoder.segments))
     manifest = build_bundle_from_arrays(
         out_dir, anchors.embeddings, anchors.ids, anchors.labels, encoder.segments, anchors.split,
         config.index, config.assignment, features=anchors_features(encoder, anchors),
-        head=_segment_head(encoder), segment_names=segment_names(catalog),
+        head=_segment_head(encoder), segment_names=segment_names(catalog), fold_embeddings=fold_embeddings,
         index_version=version, run_date=as_of.date().isoformat(),
         model_name=info.name, model_version=info.version, model_run_id=info.run_id,
         snapshot_hash=info.snapshot_hash,

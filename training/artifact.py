@@ -194,11 +194,13 @@ def _global_mlflow_uris(tracking_uri: str) -> Iterator[None]:
         mlflow.set_registry_uri(previous_registry)
 
 
-def load_registered_encoder(
+@contextlib.contextmanager
+def downloaded_model(
     tracking_uri: str, model_name: str = REGISTERED_MODEL_NAME, alias_or_version: str | int = CHAMPION_ALIAS,
     cache_dir: str | Path | None = None,
-) -> tuple[LookalikeEncoder, ModelInfo]:
-    """Fetch a registered model version (by alias or number) and build its encoder."""
+) -> Iterator[tuple[Path, Any]]:
+    """The directory holding a registered version's ``checkpoint.pt`` (and the artifacts logged
+    beside it), and the version; temporary unless ``cache_dir`` is given."""
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
@@ -210,7 +212,6 @@ def load_registered_encoder(
         )
     except MlflowException as exc:
         raise ArtifactError(f"registered model {model_name!r} has no version or alias {ref!r} at {tracking_uri}") from exc
-    # The checkpoint is read fully into memory, so without a cache_dir the download is temporary.
     with contextlib.ExitStack() as stack:
         destination = Path(cache_dir) if cache_dir else Path(
             stack.enter_context(tempfile.TemporaryDirectory(prefix="lookalike-model-")))
@@ -223,7 +224,17 @@ def load_registered_encoder(
         candidates = sorted(local.rglob(CHECKPOINT_NAME))
         if not candidates:
             raise ArtifactError(f"model {model_name} v{version.version} has no {CHECKPOINT_NAME} artifact")
-        encoder = LookalikeEncoder.load(candidates[0])
+        yield candidates[0].parent, version
+
+
+def load_registered_encoder(
+    tracking_uri: str, model_name: str = REGISTERED_MODEL_NAME, alias_or_version: str | int = CHAMPION_ALIAS,
+    cache_dir: str | Path | None = None,
+) -> tuple[LookalikeEncoder, ModelInfo]:
+    """Fetch a registered model version (by alias or number) and build its encoder."""
+    # The checkpoint is read fully into memory, so without a cache_dir the download is temporary.
+    with downloaded_model(tracking_uri, model_name, alias_or_version, cache_dir) as (directory, version):
+        encoder = LookalikeEncoder.load(directory / CHECKPOINT_NAME)
     snapshot = encoder.metadata.get("snapshot_manifest", {})
     info = ModelInfo(
         name=model_name,

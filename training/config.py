@@ -95,6 +95,24 @@ class DistillConfig:
 
 
 @stage_config
+class TowerCrossFitConfig:
+    """Fold towers for out-of-sample tower scores on small bases (training/crossfit.py).
+
+    The index builder calibrates and selects scorers on out-of-sample scores. The tower's come
+    from the validation split, which holds 15% of the non-test customers: about 70 customers
+    on a 470-customer base, too few for per-segment thresholds. At or below ``max_customers``
+    non-test customers, ``folds`` extra towers are trained, each on the non-test customers
+    outside its fold, and every non-test customer gets a tower score from the tower that never
+    saw it. 3,000 is where the validation split reaches ~530 customers (enough positives for
+    per-segment thresholds on segments of a few % prevalence) while fold training stays cheap:
+    its cost grows with the base, its benefit shrinks. 0 disables fold towers.
+    """
+
+    max_customers: Annotated[int, Field(ge=0)] = 3000
+    folds: Annotated[int, Field(ge=2, le=20)] = 5
+
+
+@stage_config
 class TrackingConfig:
     # $MLFLOW_TRACKING_URI when set, else sqlite:///mlflow.db (lookalike/mlflow_store.py).
     tracking_uri: str = field(default_factory=default_tracking_uri)
@@ -139,6 +157,7 @@ class TrainConfig:
     split: SplitConfig = field(default_factory=SplitConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
+    tower_crossfit: TowerCrossFitConfig = field(default_factory=TowerCrossFitConfig)
 
     def __post_init__(self) -> None:
         fractions = self.split.validation_fraction + self.split.test_fraction

@@ -6,6 +6,7 @@ import json
 import logging
 import math
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +24,11 @@ from lookalike.settings import CANDIDATE_ALIAS, CHAMPION_ALIAS
 from lookalike.uri_outputs import child, is_uri
 from training.artifact import CHECKPOINT_NAME, EncoderPyfunc, load_registered_encoder
 from training.config import TrainConfig
+from training.crossfit import fit_fold_towers, wants_fold_towers
 from training.data import SEGMENTS_COLUMN, Snapshot
 from training.distill import fit_for_run, log_distillation
 from training.evaluation import embedding_pair_metrics
+from training.fold_towers import save_fold_towers
 from training.model_card import CardFacts, input_example, model_card, model_signature, version_description
 from training.sampling import n_bins
 from training.spectrogram import plot_spectrogram
@@ -128,6 +131,16 @@ def track_training(config: TrainConfig) -> TrainResult:
         result, distilled = fit_for_run(config, snapshot, on_epoch)
         if distilled is not None:  # the teacher stays a run artifact: never registered, never served
             log_distillation(distilled, scratch, run_id)
+        fold_towers = None
+        if wants_fold_towers(config, result):
+            if distilled is not None:
+                # fold towers would be plain students, not the model served: the index builder
+                # then keeps the validation split for the tower's out-of-sample scores
+                log.warning("distillation ran: no fold towers (their scores would not be the served model's)")
+            else:
+                started = time.process_time()
+                fold_towers = fit_fold_towers(config, snapshot, result.best_epoch)
+                result.timings["fold_towers_cpu_s"] = time.process_time() - started
         contract = snapshot.contract
         tags = {
             "feature_service": contract.service_name,
@@ -170,6 +183,9 @@ def track_training(config: TrainConfig) -> TrainResult:
             "label_date": snapshot.manifest.get("label_date"), "test_mae": test_mae,
             "best_epoch": result.best_epoch,
         })
+        model_artifacts = {"checkpoint": str(checkpoint), "manifest": str(manifest_path)}
+        if fold_towers is not None:
+            model_artifacts["fold_towers"] = str(save_fold_towers(fold_towers, checkpoint.parent))
         model_version: str | None = None
         model_uri: str | None = None
         promoted = False
@@ -177,7 +193,7 @@ def track_training(config: TrainConfig) -> TrainResult:
         if tracking.register:
             logged = mlflow.pyfunc.log_model(
                 name="model", python_model=EncoderPyfunc(),
-                artifacts={"checkpoint": str(checkpoint), "manifest": str(manifest_path)},
+                artifacts=model_artifacts,
                 registered_model_name=tracking.model_name, pip_requirements=PIP_REQUIREMENTS,
                 signature=model_signature(contract, result.encoder.embedding_dim),
                 input_example=input_example(result.encoder),

@@ -128,9 +128,14 @@ PairLoss = Callable[[PairBatch, torch.Tensor, torch.Tensor, LossParts], torch.Te
 
 def fit(
     config: TrainConfig, on_epoch: Callable[[EpochRecord], None] | None = None, snapshot: Snapshot | None = None,
-    pair_loss: PairLoss | None = None,
+    pair_loss: PairLoss | None = None, split: np.ndarray | None = None, fixed_epochs: int | None = None,
 ) -> FitResult:
-    """Train on ``config.snapshot``; deterministic for a given seed and thread count."""
+    """Train on ``config.snapshot``; deterministic for a given seed and thread count.
+
+    ``split`` overrides the hashed train/validation/test split of the snapshot's rows (fold
+    towers, training/crossfit.py). ``fixed_epochs`` trains exactly that many epochs and keeps
+    the final state: no early stopping, the validation split is then only reported on.
+    """
     import time
 
     started = time.perf_counter()
@@ -140,8 +145,9 @@ def fit(
     target_fn = get_target(config.target)
     bins = n_bins(config.sampling.bin_width)
 
-    split = split_of(snapshot.customer_ids, config.split.seed, config.split.validation_fraction,
-                     config.split.test_fraction)
+    if split is None:
+        split = split_of(snapshot.customer_ids, config.split.seed, config.split.validation_fraction,
+                         config.split.test_fraction)
     sizes = {name: int((split == name).sum()) for name in ("train", "validation", "test")}
     too_small = {name: size for name, size in sizes.items() if size < 2}
     if too_small or sizes["train"] < config.sampling.batch_size // 8:
@@ -190,11 +196,12 @@ def fit(
     best_score = -math.inf
     best_epoch = 0
     stale = 0
-    for epoch in range(1, config.epochs + 1):
+    epochs = config.epochs if fixed_epochs is None else fixed_epochs
+    for epoch in range(1, epochs + 1):
         model.train()
         predictions, targets = [], []
         sim_total = aux_total = 0.0
-        bar = tqdm(range(steps), desc=f"epoch {epoch}/{config.epochs}", leave=False, disable=not config.progress)
+        bar = tqdm(range(steps), desc=f"epoch {epoch}/{epochs}", leave=False, disable=not config.progress)
         for _ in bar:
             batch = sampler.sample()
             rows = torch.cat([batch.left, batch.right])
@@ -225,7 +232,11 @@ def fit(
         if on_epoch is not None:
             on_epoch(record)
         score = -val_metrics.mae if config.monitor == "val_mae" else val_knn.best
-        if score > best_score + 1e-6:
+        if fixed_epochs is not None:
+            best_epoch = epoch
+            if epoch == epochs:
+                best_state = copy.deepcopy(model.state_dict())
+        elif score > best_score + 1e-6:
             best_score, best_epoch, stale = score, epoch, 0
             best_state = copy.deepcopy(model.state_dict())
         else:

@@ -9,12 +9,14 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
+from index_builder import faiss_backend
 from index_builder.build import build_bundle_from_arrays
 from index_builder.bundle import load_bundle
 from index_builder.config import AssignmentParams
 from index_builder.faiss_backend import IndexParams
 from index_builder.scorers import OutOfSample
 from index_builder.selection import cross_validated_f1, select
+from index_builder.tower_crossfit import FoldEmbeddings
 
 pytestmark = pytest.mark.unit
 
@@ -41,13 +43,26 @@ def synthetic_anchors(n: int = 700, seed: int = 0) -> tuple[np.ndarray, np.ndarr
 
 
 def build(tmp: Path, labels: np.ndarray, features: np.ndarray, embeddings: np.ndarray, split: np.ndarray,
-          **params: object) -> Path:
+          fold_embeddings: FoldEmbeddings | None = None, **params: object) -> Path:
     assignment = AssignmentParams(k=15, **params)  # type: ignore[arg-type]
     head = (np.zeros((len(SEGMENTS), embeddings.shape[1]), np.float32), np.zeros(len(SEGMENTS), np.float32))
     build_bundle_from_arrays(tmp, embeddings, np.arange(len(labels)) + 1000, sp.csr_matrix(labels), SEGMENTS, split,
-                             IndexParams(), assignment, features=features, head=head,
+                             IndexParams(), assignment, features=features, head=head, fold_embeddings=fold_embeddings,
                              index_version="v", model_version="1", run_date="2026-11-22")
     return tmp
+
+
+def synthetic_fold_towers(embeddings: np.ndarray, split: np.ndarray, folds: int = 3, seed: int = 5) -> FoldEmbeddings:
+    """Each fold tower's view of the non-test anchors: the embedding, perturbed per tower; a
+    few non-test anchors are outside the fold assignment (fold -1: scored by the main tower)."""
+    rng = np.random.default_rng(seed)
+    fit_rows = np.flatnonzero(split != "test")
+    assignment = rng.integers(-1, folds, len(fit_rows))
+    towers = [embeddings[fit_rows] + 0.05 * rng.normal(size=(len(fit_rows), embeddings.shape[1])) for _ in range(folds)]
+    heads = [(rng.normal(size=(len(SEGMENTS), embeddings.shape[1])).astype(np.float32),
+              np.zeros(len(SEGMENTS), np.float32)) for _ in range(folds)]
+    return FoldEmbeddings(assignment, [faiss_backend.l2_normalise(t.astype(np.float32)) for t in towers],
+                          heads)  # type: ignore[arg-type]
 
 
 def test_selection_picks_linear_for_linear_and_knn_for_clusters_and_drops_noise(tmp_path: Path) -> None:
@@ -66,15 +81,21 @@ def test_selection_picks_linear_for_linear_and_knn_for_clusters_and_drops_noise(
     assert scored.decisions[:, SEGMENTS.index("linear")].any()
 
 
-def test_test_split_labels_never_shape_thresholds_or_selection(tmp_path: Path) -> None:
+@pytest.mark.parametrize("fold_towers", [False, True], ids=["validation-split", "fold-towers"])
+def test_test_split_labels_never_shape_thresholds_or_selection(tmp_path: Path, fold_towers: bool) -> None:
     """Poison every label of the test split: thresholds, choices and fitted scorers are unchanged."""
     features, embeddings, labels, split = synthetic_anchors(seed=1)
     poisoned = labels.copy()
     test = split == "test"
     poisoned[test] = np.random.default_rng(9).random((int(test.sum()), len(SEGMENTS))) < 0.5
     assert (poisoned[test] != labels[test]).any()
-    clean = build(tmp_path / "clean", labels, features, embeddings, split)
-    dirty = build(tmp_path / "dirty", poisoned, features, embeddings, split)
+    by_fold = synthetic_fold_towers(embeddings, split) if fold_towers else None
+    clean = build(tmp_path / "clean", labels, features, embeddings, split, by_fold)
+    dirty = build(tmp_path / "dirty", poisoned, features, embeddings, split, by_fold)
+    selection = load_bundle(clean).selection
+    assert selection is not None
+    expected = int((split != "test").sum() if fold_towers else (split == "validation").sum())
+    assert {selection.segments[0].candidates[s].rows for s in ("tower_knn", "tower_head")} == {expected}
     assert json.loads((clean / "selection.json").read_text()) == json.loads((dirty / "selection.json").read_text())
     a, b = json.loads((clean / "assignment.json").read_text()), json.loads((dirty / "assignment.json").read_text())
     assert a["thresholds"] == b["thresholds"]
@@ -119,3 +140,32 @@ def test_cross_validated_f1_does_not_grade_its_own_threshold() -> None:
                          for t in np.unique(noise))
     assert f1 < best_in_sample
     assert 0.0 <= threshold <= 1.0
+
+
+def test_fold_towers_score_the_tower_on_every_non_test_anchor() -> None:
+    """Each non-test anchor is scored in its own fold tower's space, against every other
+    non-test anchor (never a test anchor, never itself); test anchors get no score."""
+    from index_builder.scorers import AnchorData, ScorerParams
+    from index_builder.tower_crossfit import out_of_sample
+
+    features, embeddings, labels, split = synthetic_anchors(seed=2)
+    data = AnchorData(faiss_backend.l2_normalise(embeddings), features, sp.csr_matrix(labels), split)
+    by_fold = synthetic_fold_towers(embeddings, split)
+    params = ScorerParams(k=15, aggregation="mean")
+    knn = out_of_sample("tower_knn", data, params, by_fold)
+    head = out_of_sample("tower_head", data, params, by_fold, head=None)
+    assert knn is not None and head is None  # no main head for the anchors outside the assignment
+    np.testing.assert_array_equal(knn.rows, np.flatnonzero(split != "test"))
+    # the scores do not depend on test labels, and the tower's own label never votes
+    poisoned = labels.copy()
+    poisoned[split == "test"] = ~poisoned[split == "test"]
+    again = out_of_sample("tower_knn", AnchorData(data.embeddings, features, sp.csr_matrix(poisoned), split), params,
+                          by_fold)
+    assert again is not None
+    np.testing.assert_array_equal(knn.scores, again.scores)
+    fit_rows = np.flatnonzero(split != "test")
+    lonely = FoldEmbeddings(np.zeros(len(fit_rows), np.int64), [np.eye(len(fit_rows), dtype=np.float32)],
+                            [None])  # orthogonal anchors: self would be the only non-zero neighbour
+    mean = out_of_sample("tower_knn", data, ScorerParams(k=1, aggregation="mean"), lonely)
+    assert mean is not None and mean.scores.shape == (len(fit_rows), len(SEGMENTS))
+    assert not np.array_equal(mean.scores, labels[fit_rows].astype(np.float32))  # self would copy its own labels
