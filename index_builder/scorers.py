@@ -19,6 +19,10 @@ scorer (simplest first)   out-of-sample scores                                fi
 ``gradient_boosting``     K-fold cross-fitting over non-test anchors          one LightGBM model per segment
 ========================  ==================================================  ======================================
 
+When the model carries fold towers (small bases, training/crossfit.py), the two tower scorers
+are scored on every non-test anchor instead of the validation split
+(:mod:`index_builder.tower_crossfit`).
+
 The test split never enters a fit, a threshold or a selection: it is for the report only.
 The two feature-space kNN scorers scan every anchor per query; above
 ``assignment.feature_knn_max_anchors`` anchors they are not candidates (:func:`feature_knn_guard`).

@@ -121,8 +121,9 @@ def test_small_base_selects_sensibly_and_never_loses_to_a_single_method(tmp_path
         f"training_config={REPO_ROOT / 'configs' / 'training.yaml'}",
         f"model.tracking_uri=sqlite:///{tmp_path / 'mlflow.db'}", "model.name=small-two-tower",
     ])
+    # fold towers on (the default for a base this small; the smoke config turns them off)
     config.training_overrides = [*SMOKE_OVERRIDES, "tracking.promote=always", "min_customers=50",
-                                 "tracking.experiment=small"]
+                                 "tracking.experiment=small", "tower_crossfit.max_customers=3000"]
     result = run(config)
     bundle = load_bundle(result.index_dir)
     assert bundle.selection is not None
@@ -130,9 +131,10 @@ def test_small_base_selects_sensibly_and_never_loses_to_a_single_method(tmp_path
     choice = {c.segment: c for c in bundle.selection.segments}
     chosen = {c.segment: (c.scorer, c.shipped, {k: v.oos_f1 for k, v in c.candidates.items()})
               for c in bundle.selection.segments}
-    # calibration used every non-test opt-in customer, not a validation slice
-    assert choice["lin_spend"].candidates["logistic_regression"].rows == bundle.manifest["counts"][
-        "calibration_customers"]
+    # calibration used every non-test opt-in customer, not a validation slice, for the tower too
+    assert bundle.manifest["counts"]["tower_fold_towers"] == 5
+    for scorer in ("logistic_regression", "tower_knn", "tower_head"):
+        assert choice["lin_spend"].candidates[scorer].rows == bundle.manifest["counts"]["calibration_customers"]
 
     # linear-in-one-feature segments: a model of the features wins (the linear one at least once),
     # and the linear model beats the tower's kNN vote out of sample
