@@ -148,20 +148,24 @@ def beats_prior(predicted: np.ndarray, truth: np.ndarray, resamples: int = 200, 
     """``(F1 - prior F1, its bootstrap standard error)`` over the same rows.
 
     The best of several noisy scorers beats the prior by chance on a segment the features
-    know nothing about; shipping requires the gain to exceed one standard error.
+    know nothing about; shipping requires the gain to exceed one standard error. The error is
+    at least the prior's own (the prevalence is estimated on the same rows): a scorer that
+    flags nearly every customer has a paired error near zero, and would otherwise ship a
+    segment everyone gets on a gain smaller than the uncertainty of the prevalence.
     """
     truth = np.asarray(truth, dtype=bool)
     rng = np.random.default_rng(seed)
     n = len(truth)
     p = truth.mean()
     gain = _f1(predicted, truth) - 2 * p / (1 + p)
-    gains = np.empty(resamples)
+    gains, priors = np.empty(resamples), np.empty(resamples)
     for b in range(resamples):
         rows = rng.integers(0, n, n)
         t, d = truth[rows], predicted[rows]
         q = t.mean()
-        gains[b] = _f1(d, t) - (2 * q / (1 + q) if q > 0 else 0.0)
-    return float(gain), float(gains.std())
+        priors[b] = 2 * q / (1 + q) if q > 0 else 0.0
+        gains[b] = _f1(d, t) - priors[b]
+    return float(gain), float(max(gains.std(), priors.std()))
 
 
 def paired_gain(predicted_a: np.ndarray, predicted_b: np.ndarray, truth: np.ndarray, resamples: int = 100,
