@@ -169,3 +169,19 @@ def test_fold_towers_score_the_tower_on_every_non_test_anchor() -> None:
     mean = out_of_sample("tower_knn", data, ScorerParams(k=1, aggregation="mean"), lonely)
     assert mean is not None and mean.scores.shape == (len(fit_rows), len(SEGMENTS))
     assert not np.array_equal(mean.scores, labels[fit_rows].astype(np.float32))  # self would copy its own labels
+
+
+def test_flagging_nearly_everyone_does_not_beat_the_prior() -> None:
+    """A scorer that flags all but a few non-holders edges the prior's F1 with a near-zero
+    paired error; the gate still needs the gain to exceed the prior's own error."""
+    from index_builder.selection import beats_prior
+
+    truth = np.zeros(400, dtype=bool)
+    truth[:80] = True
+    predicted = np.ones(400, dtype=bool)
+    predicted[-6:] = False  # six non-holders left out: F1 0.339 vs prior 0.333
+    gain, error = beats_prior(predicted, truth)
+    assert 0 < gain < error
+    signal = truth | (np.arange(400) % 10 == 0)  # a real scorer: every holder, few false positives
+    gain, error = beats_prior(signal, truth)
+    assert gain > error
