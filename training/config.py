@@ -148,7 +148,11 @@ class TrainConfig:
     knn_k: PositiveInt = 10
     knn_max_queries: PositiveInt = 5000
     min_customers: PositiveInt = 100
-    threads: PositiveInt = 2
+    # One intra-op thread: the tower's GEMMs are small (batch 1024, widths 256/128/64), and two
+    # OpenMP threads collapse as soon as anything else uses the second core (bench/README.md,
+    # 2026-11-27 at load 3.6: 3,318 pairs/s with 2 threads, 52,478 with 1). Raise it on a
+    # dedicated multi-core trainer.
+    threads: PositiveInt = 1
     progress: bool = True
     model: ModelConfig = field(default_factory=ModelConfig)
     preprocessing: PreprocessingConfig = field(default_factory=PreprocessingConfig)
