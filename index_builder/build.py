@@ -26,11 +26,13 @@ from index_builder import faiss_backend, tower_crossfit
 from index_builder.bundle import AssignmentSpec, set_current, write_bundle
 from index_builder.config import AssignmentParams, BuildConfig
 from index_builder.scorers import (
+    BLEND,
     FEATURE_SCORERS,
     AnchorData,
     FittedScorers,
     OutOfSample,
     ScorerParams,
+    blend_out_of_sample,
     check_scorer_names,
     feature_knn_guard,
     fit_scorers,
@@ -99,6 +101,8 @@ def calibrate(
     with threadpool_limits(params.threads):
         oos: dict[str, OutOfSample] = {}
         for name in names:
+            if name == BLEND:
+                continue  # from the other candidates' scores, below
             started = time.perf_counter()
             if by_fold is not None and name in tower_crossfit.TOWER_SCORERS:
                 result = tower_crossfit.out_of_sample(name, data, scorer_params, by_fold, head)
@@ -110,15 +114,19 @@ def calibrate(
             oos[name] = result
             log.info("scorer %s: out-of-sample scores for %d anchors in %.1fs", name, len(result.rows),
                      time.perf_counter() - started)
+        blend = blend_out_of_sample(oos, fit_rows) if BLEND in names else None
+        if blend is not None:
+            oos[BLEND] = blend[1]
+            log.info("scorer blend: mean of %s", ", ".join(blend[0]))
         selection = select(
             oos, data.dense_labels(np.arange(data.labels.shape[0])), segments, folds=params.cv_folds,
             tie_tolerance=params.tie_tolerance, min_positives=params.min_positives,
             threshold_floor=params.threshold_floor, prevalence_rows=fit_rows,
             ship_without_signal=params.ship_without_signal, ship_segments=params.ship_segments, seed=params.seed,
-            excluded_scorers=excluded,
+            excluded_scorers=excluded, blend_members=blend[0] if blend is not None else (),
         )
         started = time.perf_counter()
-        fitted = fit_scorers([s for s in oos if s != "tower_knn"], data, scorer_params, head)
+        fitted = fit_scorers(list(oos), data, scorer_params, head)
         log.info("fitted %s on %d non-test anchors in %.1fs", ", ".join(fitted.names) or "nothing", len(fit_rows),
                  time.perf_counter() - started)
     chosen = pd.Series([c.scorer or "none" for c in selection.segments]).value_counts().to_dict()

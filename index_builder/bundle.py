@@ -24,7 +24,7 @@ import scipy.sparse as sp
 
 from index_builder import faiss_backend
 from index_builder.aggregation import AGGREGATIONS, decide, score_neighbours
-from index_builder.scorers import FEATURE_SCORERS, FittedScorers
+from index_builder.scorers import BLEND, FEATURE_SCORERS, FittedScorers
 from index_builder.selection import SELECTION_FILE, Selection
 from lookalike.artifacts import atomic_dir, read_json, verify_manifest, write_manifest
 from lookalike.errors import ArtifactError
@@ -154,7 +154,7 @@ class IndexBundle:
         """Whether a shipped segment's scorer reads the feature matrix, not only embeddings."""
         if self.selection is None:
             return False
-        return bool(FEATURE_SCORERS & set(self.selection.columns_by_scorer()))
+        return bool(FEATURE_SCORERS & self.selection.scorers_in_use())
 
     def assign_scores(self, vectors: np.ndarray, features: np.ndarray | None = None,
                       exclude_anchor_rows: np.ndarray | None = None, k: int | None = None) -> ScoredCustomers:
@@ -172,20 +172,33 @@ class IndexBundle:
                                exclude_anchor_rows: np.ndarray | None = None) -> ScoredCustomers:
         """:meth:`assign_scores` after the tower-kNN search (for searches done elsewhere: the
         sharded Spark engine merges per-shard top-k first)."""
-        scores = score_neighbours(sims, ids, self.label_weights, self.assignment.aggregation)
+        tower = score_neighbours(sims, ids, self.label_weights, self.assignment.aggregation)
+        scores = tower.copy()
         if self.selection is not None:
             for name, columns in self.selection.columns_by_scorer().items():
                 if name != "tower_knn":
-                    scores[:, columns] = self.method_scores(name, vectors, features, columns, exclude_anchor_rows)
+                    scores[:, columns] = self.method_scores(name, vectors, features, columns, exclude_anchor_rows,
+                                                            tower_scores=tower[:, columns])
         return ScoredCustomers(scores, self.decide(scores), sims, ids)
 
     def method_scores(self, name: str, vectors: np.ndarray, features: np.ndarray | None,
                       columns: np.ndarray | None = None,
-                      exclude_anchor_rows: np.ndarray | None = None) -> np.ndarray:
-        """Scores of one candidate scorer on ``columns`` (all segments by default)."""
+                      exclude_anchor_rows: np.ndarray | None = None,
+                      tower_scores: np.ndarray | None = None) -> np.ndarray:
+        """Scores of one candidate scorer on ``columns`` (all segments by default); the blend is
+        the mean of its members' scores. ``tower_scores``: the tower kNN's scores of ``columns``
+        when the caller has searched already."""
         columns = np.arange(len(self.segments)) if columns is None else np.asarray(columns)
         if name == "tower_knn":
-            return self.score(vectors, exclude_anchor_rows)[:, columns]
+            return self.score(vectors, exclude_anchor_rows)[:, columns] if tower_scores is None else tower_scores
+        if name == BLEND:
+            members = self.selection.blend_members if self.selection is not None else []
+            if not members:
+                raise ArtifactError(f"index bundle {self.path} selected the blend but lists no blend members")
+            total = np.zeros((vectors.shape[0], len(columns)), np.float64)
+            for member in members:
+                total += self.method_scores(member, vectors, features, columns, exclude_anchor_rows, tower_scores)
+            return (total / len(members)).astype(np.float32)
         if self.scorers is None or name not in self.scorers.names:
             raise ArtifactError(f"index bundle {self.path} has no fitted scorer {name!r}")
         return self.scorers.score(name, faiss_backend.l2_normalise(vectors), features, columns,
@@ -279,7 +292,10 @@ def load_bundle(path: str | Path, device: str = "cpu", verify: bool | str = True
     if selection is not None and selection.names != assignment.segments:
         raise ArtifactError(f"index bundle {path}: {SELECTION_FILE} and {ASSIGNMENT_FILE} list different segments")
     if selection is not None and scorers is not None:
-        scorers.prepare(selection.columns_by_scorer())
+        by_scorer = selection.columns_by_scorer()
+        scorers.prepare(by_scorer)
+        if BLEND in by_scorer:  # the members score the blend's columns as one more column set
+            scorers.prepare({member: by_scorer[BLEND] for member in selection.blend_members})
     return IndexBundle(path, index, anchor_ids, anchor_segments, assignment, manifest, used_device,
                        selection, scorers)
 

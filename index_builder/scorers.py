@@ -17,7 +17,15 @@ scorer (simplest first)   out-of-sample scores                                fi
 ``iv_weighted_knn``       leave-one-out among non-test anchors, IV weights    IV weights per segment + anchor features
                           from the other K folds (never the query's label)
 ``gradient_boosting``     K-fold cross-fitting over non-test anchors          one LightGBM model per segment
+``blend``                 mean of the members' out-of-sample scores           none of its own: the members' state
+                          (members: the candidates scored out of sample on     (members listed in ``selection.json``)
+                          every non-test anchor)
 ========================  ==================================================  ======================================
+
+The blend is the unweighted mean of its members' scores (all are probability-like, in [0, 1]):
+no weight is fitted, so it needs no further out-of-sample split; it is last in the order (the
+most complex candidate), so it is chosen only where it beats a single scorer by more than the
+noise of the comparison (:mod:`index_builder.selection`).
 
 When the model carries fold towers (small bases, training/crossfit.py), the two tower scorers
 are scored on every non-test anchor instead of the validation split
@@ -54,8 +62,9 @@ log = logging.getLogger(__name__)
 
 # Simplest first (linear before non-parametric, fewest fitted degrees of freedom first): a
 # later scorer must beat an earlier one by more than the noise of the comparison.
+BLEND = "blend"
 SCORERS = ("logistic_regression", "tower_head", "tower_knn", "raw_feature_knn", "iv_weighted_knn",
-           "gradient_boosting")
+           "gradient_boosting", BLEND)
 # Scorers that need the preprocessed feature matrix (the others only need embeddings).
 FEATURE_SCORERS = frozenset({"logistic_regression", "raw_feature_knn", "iv_weighted_knn", "gradient_boosting"})
 # Exact searches in the feature space: cost O(queries x anchors x features), no index to prune
@@ -355,6 +364,24 @@ def out_of_sample(name: str, data: AnchorData, params: ScorerParams,
     return OutOfSample(fit_rows, out)
 
 
+def blend_out_of_sample(oos: dict[str, OutOfSample], fit_rows: np.ndarray) -> tuple[list[str], OutOfSample] | None:
+    """``(members, out-of-sample scores)`` of the blend: the mean of the candidates scored out of
+    sample on every non-test anchor (``fit_rows``), or None with fewer than two such candidates
+    (a candidate with fewer rows, the tower on its validation split, would leave the mean
+    undefined on the other anchors)."""
+    members = [name for name in SCORERS if name in oos and name != BLEND
+               and np.array_equal(np.sort(oos[name].rows), np.sort(fit_rows))]
+    if len(members) < 2:
+        return None
+    order = np.argsort(fit_rows)
+    total = np.zeros((len(fit_rows), oos[members[0]].scores.shape[1]), np.float64)
+    for name in members:
+        # every member's rows in the same (fit_rows) order
+        position = np.argsort(oos[name].rows)[np.argsort(order)]
+        total += oos[name].scores[position]
+    return members, OutOfSample(np.asarray(fit_rows), (total / len(members)).astype(np.float32))
+
+
 # ---------------------------------------------------------------- fitted state
 @dataclass
 class FittedScorers:
@@ -499,10 +526,12 @@ class FittedScorers:
 
 def fit_scorers(names: Sequence[str], data: AnchorData, params: ScorerParams,
                 head: tuple[np.ndarray, np.ndarray] | None = None) -> FittedScorers:
-    """Fit every scorer in ``names`` (except ``tower_knn``, which is the index) on non-test anchors."""
+    """Fit every scorer in ``names`` on non-test anchors (not ``tower_knn``, which is the index, nor
+    the ``blend``, which is its members' state)."""
     fit_rows = data.fit_rows
     x, y_all = data.features[fit_rows], data.dense_labels(fit_rows)
     n_segments = y_all.shape[1]
+    names = [n for n in names if n not in ("tower_knn", BLEND)]
     fitted = FittedScorers([n for n in names if n != "tower_head" or head is not None], k=params.k,
                            aggregation=params.aggregation)
     if "tower_head" in names and head is not None:

@@ -9,11 +9,21 @@ For every segment and every candidate scorer (:mod:`index_builder.scorers`):
   (the tower's validation split) is not favoured by the optimism of picking the best cut-off;
 - a scorer with fewer than ``min_positives`` holders among its rows is not eligible.
 
-Scorers are compared pairwise, simplest first (order of ``scorers.SCORERS``), on the anchors
-both were scored on (the tower's scorers only have the validation split): a more complex
-scorer replaces the current choice only if its F1 is higher by more than one bootstrap
-standard error of the paired difference (and ``tie_tolerance``) -- the one-standard-error
-rule, so a small base keeps the simpler scorer unless the data clearly says otherwise.
+Only the candidates scored out of sample on the most anchors compete: every non-test anchor
+for the kNN, cross-fitted and blended scorers, and for the tower when the model has fold
+towers. Without fold towers the tower's scorers are scored on the validation split only (15%
+of the anchors); they are still fitted and reported alone, but they are chosen only where no
+candidate covers every anchor. Compared on the rows they share, a rare segment has a handful
+of holders there: F1 differences and their bootstrap error are noise, and the best of several
+challengers beats the incumbent by one standard error by chance (20k demo, seed 1: the tower
+head won two segments on validation rows, one with 0 true and 152 false positives on the test
+split; bench/README.md, "Scorer selection").
+
+The competitors are compared pairwise, simplest first (order of ``scorers.SCORERS``), on the
+same rows: a more complex scorer replaces the current choice only if its F1 is higher by more
+than one bootstrap standard error of the paired difference (and ``tie_tolerance``) -- the
+one-standard-error rule, so a small base keeps the simpler scorer unless the data clearly
+says otherwise. The ``blend`` (mean of the candidates scored on every non-test anchor) is last.
 A segment whose chosen scorer does not beat the prevalence prior (F1 of "everybody holds it",
 ``2p / (1 + p)``) on the same rows by more than one bootstrap standard error is not shipped
 as a lookalike segment unless the configuration says so (the best of five scorers beats the
@@ -30,7 +40,7 @@ import numpy as np
 
 from index_builder.aggregation import best_f1_threshold
 from index_builder.metrics import prior_f1
-from index_builder.scorers import SCORERS, OutOfSample, fold_ids
+from index_builder.scorers import BLEND, SCORERS, OutOfSample, fold_ids
 from lookalike.errors import ArtifactError
 
 SELECTION_FILE = "selection.json"
@@ -68,6 +78,8 @@ class Selection:
     min_positives: int
     # candidates left out before scoring, and why (e.g. the feature-kNN scale guard)
     excluded_scorers: dict[str, str] = field(default_factory=dict)
+    # the scorers the ``blend`` candidate averages (empty: no blend was a candidate)
+    blend_members: list[str] = field(default_factory=list)
 
     @property
     def names(self) -> list[str]:
@@ -93,6 +105,11 @@ class Selection:
                 out.setdefault(choice.scorer, []).append(j)
         return {name: np.asarray(cols, dtype=np.int64) for name, cols in out.items()}
 
+    def scorers_in_use(self) -> set[str]:
+        """Stored scorers that shipped segments read (the blend's members in place of the blend)."""
+        used = set(self.columns_by_scorer())
+        return (used - {BLEND}) | (set(self.blend_members) if BLEND in used else set())
+
     def thresholds_of(self, scorer: str) -> np.ndarray:
         """That scorer's own out-of-sample thresholds (for reporting it as a single method)."""
         return np.asarray([c.candidates[scorer].threshold if scorer in c.candidates else 1.0
@@ -112,7 +129,8 @@ class Selection:
             segments = [SegmentChoice(**{**c, "candidates": {k: CandidateFit(**v) for k, v in c["candidates"].items()}})
                         for c in payload["segments"]]
             return cls(segments, list(payload["scorers"]), int(payload["folds"]), float(payload["tie_tolerance"]),
-                       int(payload["min_positives"]), dict(payload.get("excluded_scorers", {})))
+                       int(payload["min_positives"]), dict(payload.get("excluded_scorers", {})),
+                       list(payload.get("blend_members", [])))
         except (KeyError, TypeError) as exc:
             raise ArtifactError(f"{SELECTION_FILE}: malformed ({exc})") from exc
 
@@ -214,10 +232,12 @@ def select(
     ship_segments: Sequence[str] = (),
     seed: int = 0,
     excluded_scorers: Mapping[str, str] | None = None,
+    blend_members: Sequence[str] = (),
 ) -> Selection:
     """Choose a scorer per segment. ``labels`` is the dense anchors x segments matrix (only the
     rows named by each :class:`OutOfSample` are read); ``prevalence_rows`` the anchors the prior
-    is measured on (non-test anchors); ``excluded_scorers`` the candidates left out, with why."""
+    is measured on (non-test anchors); ``excluded_scorers`` the candidates left out, with why;
+    ``blend_members`` the scorers ``oos["blend"]`` averages."""
     labels = np.asarray(labels, dtype=bool)
     base = labels if prevalence_rows is None else labels[prevalence_rows]
     priors = prior_f1(base.mean(axis=0)) if len(base) else np.zeros(len(segments))
@@ -241,7 +261,9 @@ def select(
             decisions[name] = (rows, predicted, truth)
             fits[name] = CandidateFit(round(threshold, 6), round(_f1(predicted, truth), 6), len(rows), positives,
                                       True, bool(gain > gain_se))
-        eligible = [n for n in order if fits[n].eligible]
+        measured = [n for n in order if fits[n].eligible]
+        # compared on the same rows: the candidates scored on the most anchors (docstring)
+        eligible = [n for n in measured if fits[n].rows == max(fits[m].rows for m in measured)]
         prior = float(priors[j])
         if not eligible:
             choices.append(SegmentChoice(segment, None, 1.0, 0.0, round(prior, 6), False,
@@ -267,4 +289,5 @@ def select(
                       + ("; shipped by configuration" if shipped else ": no lookalikes"))
         choices.append(SegmentChoice(segment, chosen, fit.threshold, fit.oos_f1, round(prior, 6), shipped,
                                      reason, fits))
-    return Selection(choices, order, folds, tie_tolerance, min_positives, dict(excluded_scorers or {}))
+    return Selection(choices, order, folds, tie_tolerance, min_positives, dict(excluded_scorers or {}),
+                     list(blend_members) if BLEND in oos else [])

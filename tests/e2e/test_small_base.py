@@ -136,10 +136,12 @@ def test_small_base_selects_sensibly_and_never_loses_to_a_single_method(tmp_path
     for scorer in ("logistic_regression", "tower_knn", "tower_head"):
         assert choice["lin_spend"].candidates[scorer].rows == bundle.manifest["counts"]["calibration_customers"]
 
-    # linear-in-one-feature segments: a model of the features wins (the linear one at least once),
-    # and the linear model beats the tower's kNN vote out of sample
-    assert all(choice[s].scorer in {"logistic_regression", "gradient_boosting", "iv_weighted_knn", "raw_feature_knn"}
-               for s in LINEAR), chosen
+    # linear-in-one-feature segments: a model of the features (or the blend, which averages the
+    # linear model with the others) wins, the linear one at least once, and the linear model
+    # beats the tower's kNN vote out of sample
+    assert all(choice[s].scorer in {"logistic_regression", "gradient_boosting", "iv_weighted_knn", "raw_feature_knn",
+                                    "blend"} for s in LINEAR), chosen
+    assert "logistic_regression" in bundle.selection.blend_members
     assert any(choice[s].scorer == "logistic_regression" for s in LINEAR), chosen
     for segment in LINEAR:
         fits = choice[segment].candidates

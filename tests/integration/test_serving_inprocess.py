@@ -167,6 +167,12 @@ def test_assign_matches_batch_scoring(inprocess_client: Any, population: Populat
         for segment, score in want.items():
             assert got[segment] == pytest.approx(score, abs=1e-5)
         assert all(s["name"] for s in result["segments"])  # catalog display names
+    # segments the blend scores: online answers are the mean of its members' scores
+    blend = selection.columns_by_scorer().get("blend")
+    if blend is not None:
+        rows = runtime.bundle.anchor_rows(ids)
+        alone = [runtime.bundle.method_scores(m, embeddings, features, blend, rows) for m in selection.blend_members]
+        np.testing.assert_allclose(expected[:, blend], np.mean(alone, axis=0), atol=1e-5)
 
 
 @pytest.mark.integration

@@ -70,7 +70,9 @@ def test_selection_picks_linear_for_linear_and_knn_for_clusters_and_drops_noise(
     bundle = load_bundle(build(tmp_path / "b", labels, features, embeddings, split))
     assert bundle.selection is not None
     choice = {c.segment: c for c in bundle.selection.segments}
-    assert choice["linear"].scorer in {"logistic_regression", "gradient_boosting"}
+    # the blend averages the linear model with the others (a step function: boosting helps it)
+    assert choice["linear"].scorer in {"logistic_regression", "gradient_boosting", "blend"}
+    assert "logistic_regression" in bundle.selection.blend_members
     assert choice["linear"].candidates["logistic_regression"].oos_f1 > choice["linear"].candidates["tower_knn"].oos_f1
     assert choice["cluster"].oos_f1 > 0.95 and choice["cluster"].candidates["tower_knn"].oos_f1 > 0.95
     assert not choice["noise"].shipped and "prior" in choice["noise"].reason
@@ -185,3 +187,86 @@ def test_flagging_nearly_everyone_does_not_beat_the_prior() -> None:
     signal = truth | (np.arange(400) % 10 == 0)  # a real scorer: every holder, few false positives
     gain, error = beats_prior(signal, truth)
     assert gain > error
+
+
+def test_blend_scores_are_the_mean_of_members_scored_on_every_non_test_anchor() -> None:
+    from index_builder.scorers import blend_out_of_sample
+
+    rng = np.random.default_rng(4)
+    fit_rows = np.arange(0, 200, 2)
+    a, b = rng.random((100, 3)).astype(np.float32), rng.random((100, 3)).astype(np.float32)
+    shuffled = rng.permutation(100)
+    oos = {"logistic_regression": OutOfSample(fit_rows, a),
+           "gradient_boosting": OutOfSample(fit_rows[shuffled], b[shuffled]),  # same rows, another order
+           "tower_knn": OutOfSample(fit_rows[:30], a[:30])}  # validation rows only: not a member
+    blended = blend_out_of_sample(oos, fit_rows)
+    assert blended is not None
+    members, scores = blended
+    assert members == ["logistic_regression", "gradient_boosting"]
+    np.testing.assert_array_equal(scores.rows, fit_rows)
+    np.testing.assert_allclose(scores.scores, (a + b) / 2, rtol=1e-6)
+    assert blend_out_of_sample({"tower_knn": oos["tower_knn"], "logistic_regression": oos["logistic_regression"]},
+                               fit_rows) is None
+
+
+def test_blend_is_chosen_only_when_it_beats_the_simpler_scorer_by_more_than_a_standard_error() -> None:
+    rng = np.random.default_rng(6)
+    n = 3000
+    truth = rng.random((n, 2)) < 0.3
+    signal = truth.astype(np.float32)
+    rows = np.arange(n)
+    # two scorers with independent errors: their mean is clearly better than either alone
+    noisy = {name: np.clip(signal + rng.normal(0, 0.6, (n, 2)), 0, 1).astype(np.float32)
+             for name in ("logistic_regression", "gradient_boosting")}
+    # segment 1: the blend is the logistic scorer itself (gbm identical too): no gain, no blend
+    for scores in noisy.values():
+        scores[:, 1] = noisy["logistic_regression"][:, 1]
+    blend = (noisy["logistic_regression"] + noisy["gradient_boosting"]) / 2
+    oos = {name: OutOfSample(rows, s) for name, s in noisy.items()} | {"blend": OutOfSample(rows, blend)}
+    selection = select(oos, truth, ["mixed", "same"], blend_members=["logistic_regression", "gradient_boosting"])
+    assert selection.segments[0].scorer == "blend"
+    assert selection.segments[0].oos_f1 > max(selection.segments[0].candidates[n].oos_f1 for n in noisy) + 0.02
+    assert selection.segments[1].scorer == "logistic_regression"
+    assert selection.blend_members == ["logistic_regression", "gradient_boosting"]
+    assert selection.scorers_in_use() == {"logistic_regression", "gradient_boosting"}
+
+
+def test_blend_serving_is_the_mean_of_its_members_in_batch_and_one_by_one(tmp_path: Path) -> None:
+    """The stored blend scores its columns as the mean of its members', whatever the batch size."""
+    features, embeddings, labels, split = synthetic_anchors(seed=2)
+    path = build(tmp_path / "b", labels, features, embeddings, split,
+                 scorers=["logistic_regression", "tower_knn", "gradient_boosting", "blend"])
+    bundle = load_bundle(path)
+    assert bundle.selection is not None
+    members = ["logistic_regression", "gradient_boosting"]
+    assert bundle.selection.blend_members == members
+    # make the blend the choice of two segments whatever the data said, to exercise serving
+    for choice in bundle.selection.segments[:2]:
+        choice.scorer, choice.shipped = "blend", True
+    rows = np.arange(40)
+    batch = bundle.assign_scores(embeddings[rows], features[rows], rows)
+    alone = [bundle.method_scores(m, embeddings[rows], features[rows], np.arange(2), rows) for m in members]
+    np.testing.assert_allclose(batch.scores[:, :2], (alone[0] + alone[1]) / 2, atol=1e-6)
+    np.testing.assert_allclose(bundle.method_scores("blend", embeddings[rows], features[rows], exclude_anchor_rows=rows)
+                               [:, :2], batch.scores[:, :2], atol=1e-6)
+    for i in rows[:8]:
+        one = bundle.assign_scores(embeddings[i:i + 1], features[i:i + 1], rows[i:i + 1])
+        np.testing.assert_allclose(one.scores, batch.scores[i:i + 1], atol=1e-5)
+        np.testing.assert_array_equal(one.decisions, batch.decisions[i:i + 1])
+
+
+def test_a_scorer_measured_on_fewer_anchors_competes_only_where_none_covers_them_all() -> None:
+    """The tower on its validation split (a subset) cannot take a segment from a scorer measured
+    on every non-test anchor, however good it looks on its few rows; alone, it is chosen."""
+    rng = np.random.default_rng(8)
+    truth = rng.random((600, 1)) < 0.3
+    rows = np.arange(600)
+    validation = np.sort(rng.choice(600, 90, replace=False))
+    weak = np.clip(truth + rng.normal(0, 0.8, truth.shape), 0, 1).astype(np.float32)
+    oos = {"logistic_regression": OutOfSample(rows, weak),
+           "tower_head": OutOfSample(validation, truth[validation].astype(np.float32))}  # perfect on its rows
+    selection = select(oos, truth, ["s"])
+    assert selection.segments[0].candidates["tower_head"].oos_f1 == 1.0
+    assert selection.segments[0].scorer == "logistic_regression"
+    alone = select({"tower_head": oos["tower_head"]}, truth, ["s"])
+    assert alone.segments[0].scorer == "tower_head"
