@@ -39,7 +39,10 @@ def test_bundle_follows_the_contract(index_bundle_dir: Path, trained_model, feat
     selection = bundle.selection
     assert selection is not None and selection.names == bundle.segments
     assert set(selection.scorers) == {"tower_knn", "logistic_regression", "tower_head", "raw_feature_knn",
-                                      "iv_weighted_knn", "gradient_boosting"}
+                                      "iv_weighted_knn", "gradient_boosting", "blend"}
+    # the blend averages the candidates scored on every non-test anchor (the tower too, by its fold towers)
+    assert {"logistic_regression", "raw_feature_knn", "iv_weighted_knn", "gradient_boosting"} <= set(
+        selection.blend_members)
     assert np.allclose(selection.thresholds, spec.thresholds)
     assert all(c.scorer in selection.scorers for c in selection.segments if c.shipped)
     assert spec.segment_names and set(spec.segment_names) <= set(bundle.segments)
