@@ -85,7 +85,7 @@ def test_report_has_expansion_quality_and_baselines(weekly_run) -> None:  # type
     metrics = json.loads((report / "metrics.json").read_text())
     methods = {m["method"]: m for m in metrics["methods"]}
     assert set(methods) == {"selected", "two_tower", "tower_head", "logistic_regression", "iv_weighted_knn",
-                            "gradient_boosting", "raw_feature_knn", "kmeans_propagation"}
+                            "gradient_boosting", "raw_feature_knn", "kmeans_propagation", "blend"}
     assert all(0 <= m["micro_f1"] <= 1 for m in methods.values())
     assert methods["two_tower"]["micro_f1"] > 0.2, metrics["methods"]
     # the selected system is compared with the best single method, with a visible warning if below
