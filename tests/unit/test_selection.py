@@ -15,7 +15,7 @@ from index_builder.bundle import load_bundle
 from index_builder.config import AssignmentParams
 from index_builder.faiss_backend import IndexParams
 from index_builder.scorers import OutOfSample
-from index_builder.selection import cross_validated_f1, select
+from index_builder.selection import cross_validated_f1, pooled_best, select
 from index_builder.tower_crossfit import FoldEmbeddings
 
 pytestmark = pytest.mark.unit
@@ -209,7 +209,7 @@ def test_blend_scores_are_the_mean_of_members_scored_on_every_non_test_anchor() 
                                fit_rows) is None
 
 
-def test_blend_is_chosen_only_when_it_beats_the_simpler_scorer_by_more_than_a_standard_error() -> None:
+def test_blend_is_chosen_where_it_beats_its_members_by_more_than_a_standard_error() -> None:
     rng = np.random.default_rng(6)
     n = 3000
     truth = rng.random((n, 2)) < 0.3
@@ -226,9 +226,36 @@ def test_blend_is_chosen_only_when_it_beats_the_simpler_scorer_by_more_than_a_st
     selection = select(oos, truth, ["mixed", "same"], blend_members=["logistic_regression", "gradient_boosting"])
     assert selection.segments[0].scorer == "blend"
     assert selection.segments[0].oos_f1 > max(selection.segments[0].candidates[n].oos_f1 for n in noisy) + 0.02
-    assert selection.segments[1].scorer == "logistic_regression"
+    # segment 1: the blend is no better than logistic regression there, and no worse: the scorer
+    # that is best over all segments (the blend) keeps it -- ties go to the base-wide best
+    assert pooled_best(["logistic_regression", "gradient_boosting", "blend"],
+                       [(c.candidates, ["logistic_regression", "gradient_boosting", "blend"])
+                        for c in selection.segments], 0.002) == "blend"
+    assert selection.segments[1].scorer == "blend"
     assert selection.blend_members == ["logistic_regression", "gradient_boosting"]
     assert selection.scorers_in_use() == {"logistic_regression", "gradient_boosting"}
+
+
+def test_each_segment_starts_from_the_scorer_best_over_all_segments() -> None:
+    """A simpler scorer takes a segment from the base-wide best only by winning there by more
+    than one standard error; where they are level, the base-wide best keeps it."""
+    rng = np.random.default_rng(11)
+    n, segments = 2000, 6
+    truth = rng.random((n, segments)) < 0.3
+    signal = truth.astype(np.float32)
+    rows = np.arange(n)
+    # gradient boosting is clearly better on segments 0-4; on segment 5 logistic regression is
+    gbm = np.clip(signal + rng.normal(0, 0.45, (n, segments)), 0, 1).astype(np.float32)
+    logistic = np.clip(signal + rng.normal(0, 0.9, (n, segments)), 0, 1).astype(np.float32)
+    logistic[:, 5] = np.clip(signal[:, 5] + rng.normal(0, 0.2, n), 0, 1)
+    oos = {"logistic_regression": OutOfSample(rows, logistic), "gradient_boosting": OutOfSample(rows, gbm)}
+    selection = select(oos, truth, [f"s{j}" for j in range(segments)])
+    assert [c.scorer for c in selection.segments[:5]] == ["gradient_boosting"] * 5
+    assert selection.segments[5].scorer == "logistic_regression"
+    # level on one segment: the base-wide best keeps it, even though logistic regression is simpler
+    level = {"logistic_regression": OutOfSample(rows, np.column_stack([logistic[:, :5], gbm[:, 5]])),
+             "gradient_boosting": OutOfSample(rows, gbm)}
+    assert select(level, truth, [f"s{j}" for j in range(segments)]).segments[5].scorer == "gradient_boosting"
 
 
 def test_blend_serving_is_the_mean_of_its_members_in_batch_and_one_by_one(tmp_path: Path) -> None:
