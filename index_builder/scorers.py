@@ -57,6 +57,7 @@ from index_builder.aggregation import score_neighbours
 from index_builder.baselines import information_value
 from index_builder.booster_merge import MergedBoosters, merge_boosters
 from lookalike.errors import ArtifactError, ConfigError
+from lookalike.folds import fold_ids
 
 log = logging.getLogger(__name__)
 
@@ -142,14 +143,6 @@ class ScorerParams:
 class OutOfSample:
     rows: np.ndarray  # anchor rows the scores belong to
     scores: np.ndarray  # (len(rows), n_segments)
-
-
-def fold_ids(n: int, folds: int, seed: int) -> np.ndarray:
-    """Balanced random fold number per row, deterministic for a seed."""
-    order = np.random.default_rng(seed).permutation(n)
-    out = np.empty(n, dtype=np.int64)
-    out[order] = np.arange(n) % max(1, min(folds, n))
-    return out
 
 
 # ---------------------------------------------------------------- per-segment learners

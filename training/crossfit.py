@@ -16,6 +16,7 @@ import logging
 import numpy as np
 from tqdm.auto import tqdm
 
+from lookalike.folds import fold_ids
 from training.artifact import split_of
 from training.config import TrainConfig
 from training.data import Snapshot
@@ -32,21 +33,13 @@ def wants_fold_towers(config: TrainConfig, result: FitResult) -> bool:
     return config.tracking.register and 0 < non_test <= config.tower_crossfit.max_customers
 
 
-def assign_folds(n: int, folds: int, seed: int) -> np.ndarray:
-    """Balanced random fold number per row, deterministic for a seed."""
-    order = np.random.default_rng(seed).permutation(n)
-    out = np.empty(n, dtype=np.int64)
-    out[order] = np.arange(n) % folds
-    return out
-
-
 def fit_fold_towers(config: TrainConfig, snapshot: Snapshot, best_epoch: int) -> FoldTowers:
     """K towers, tower f trained on the non-test customers outside fold f for ``best_epoch`` epochs."""
     split = split_of(snapshot.customer_ids, config.split.seed, config.split.validation_fraction,
                      config.split.test_fraction)
     non_test = np.flatnonzero(split != "test")
     k = config.tower_crossfit.folds
-    folds = assign_folds(len(non_test), k, config.seed)
+    folds = fold_ids(len(non_test), k, config.seed)
     encoders = []
     for fold in tqdm(range(k), desc=f"fold towers ({best_epoch} epochs each)", unit="fold",
                      disable=not config.progress):
