@@ -94,6 +94,10 @@ def one_seed(snapshot_dir: Path, seed: int, out: Path) -> dict[str, Any]:
         "seed": seed, "anchors": int(len(ids)), "test": int((split == "test").sum()),
         "methods": {r.name: {"micro_f1": r.metrics.micro_f1, "macro_f1": r.metrics.macro_f1} for r in results},
         "chosen": chosen,
+        # the nested comparison of the selection with each scorer alone, and the micro/macro trade-off
+        "guard": bundle.selection.guard.get("chosen", bundle.selection.guard.get("skipped")),
+        "nested_cv": bundle.selection.guard.get("nested_cv", {}),
+        "micro_weight": bundle.selection.tradeoff.get("weight"),
         "seconds": {"train": round(trained - started, 1), "build": round(built - trained, 1),
                     "evaluate": round(time.perf_counter() - built, 1)},
         "load": os.getloadavg(),

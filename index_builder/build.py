@@ -22,7 +22,7 @@ import pandas as pd
 import scipy.sparse as sp
 from threadpoolctl import threadpool_limits
 
-from index_builder import faiss_backend, tower_crossfit
+from index_builder import faiss_backend, selection_guard, tower_crossfit
 from index_builder.bundle import AssignmentSpec, set_current, write_bundle
 from index_builder.config import AssignmentParams, BuildConfig
 from index_builder.scorers import (
@@ -118,13 +118,22 @@ def calibrate(
         if blend is not None:
             oos[BLEND] = blend[1]
             log.info("scorer blend: mean of %s", ", ".join(blend[0]))
-        selection = select(
-            oos, data.dense_labels(np.arange(data.labels.shape[0])), segments, folds=params.cv_folds,
-            tie_tolerance=params.tie_tolerance, min_positives=params.min_positives,
-            threshold_floor=params.threshold_floor, prevalence_rows=fit_rows,
-            ship_without_signal=params.ship_without_signal, ship_segments=params.ship_segments, seed=params.seed,
-            excluded_scorers=excluded, blend_members=blend[0] if blend is not None else (),
+        labels = data.dense_labels(np.arange(data.labels.shape[0]))
+        select_kwargs = dict(
+            folds=params.cv_folds, tie_tolerance=params.tie_tolerance, min_positives=params.min_positives,
+            threshold_floor=params.threshold_floor, ship_without_signal=params.ship_without_signal,
+            ship_segments=params.ship_segments, seed=params.seed, excluded_scorers=excluded,
+            blend_members=blend[0] if blend is not None else (), f1_tolerance=params.f1_tolerance,
         )
+        selection = select(oos, labels, segments, prevalence_rows=fit_rows, **select_kwargs)  # type: ignore[arg-type]
+        if params.selection_guard:
+            started = time.perf_counter()
+            selection = selection_guard.guard(
+                selection, oos, labels, segments, fit_rows, tolerance=params.f1_tolerance, folds=params.cv_folds,
+                seed=params.seed, min_rows=10 * params.cv_folds, select_kwargs=select_kwargs,
+                ship_segments=params.ship_segments, ship_without_signal=params.ship_without_signal)
+            log.info("selection guard (nested cross-validation, %.1fs): %s", time.perf_counter() - started,
+                     selection.guard.get("chosen", selection.guard.get("skipped")))
         started = time.perf_counter()
         fitted = fit_scorers(list(oos), data, scorer_params, head)
         log.info("fitted %s on %d non-test anchors in %.1fs", ", ".join(fitted.names) or "nothing", len(fit_rows),
@@ -132,6 +141,9 @@ def calibrate(
     chosen = pd.Series([c.scorer or "none" for c in selection.segments]).value_counts().to_dict()
     log.info("selected scorers per segment: %s; not shipped: %s", chosen,
              [c.segment for c in selection.segments if not c.shipped])
+    if selection.tradeoff:
+        log.info("thresholds: micro-F1 weight %.2f (macro tolerance %.3f) moved %d segment thresholds",
+                 selection.tradeoff["weight"], selection.tradeoff["macro_tolerance"], selection.tradeoff["segments"])
     spec = AssignmentSpec(
         thresholds=[float(t) for t in selection.thresholds],
         threshold_source=["calibrated" if c.scorer else "fallback_low_support" for c in selection.segments],

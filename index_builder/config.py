@@ -49,6 +49,16 @@ class AssignmentParams:
     # lookalike rows, unless shipped anyway: all of them, or the ones listed
     ship_without_signal: bool = False
     ship_segments: list[str] = field(default_factory=list)
+    # F1 differences smaller than this count as ties: the cross-validated macro-F1 the shipped
+    # thresholds may give up for micro-F1 (per-segment F1 thresholds flag many customers on
+    # weak segments, micro_macro_thresholds.py; 0 keeps them), and the margin by which a single
+    # scorer must beat the per-segment selection out of sample to replace it
+    # (selection_guard.py). The default is the band inside which two systems count as equal in
+    # the quality report (evaluate.MATCH_TOLERANCE).
+    f1_tolerance: Annotated[float, Field(ge=0, le=1)] = 0.005
+    # ship a single scorer everywhere when it beats the per-segment selection out of sample
+    # (nested cross-validation; selection_guard.py): on small bases the selection fits noise
+    selection_guard: bool = True
     seed: int = 0
     # threads per LightGBM fit (more than 1 oversubscribes a shared machine, see scorers.py)
     threads: PositiveInt = 1

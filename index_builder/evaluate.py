@@ -178,23 +178,59 @@ def expansion_table(segment_table: pd.DataFrame, segments: list[str]) -> pd.Data
 
 def selection_table(selection: Selection | None, names: dict[str, str]) -> pd.DataFrame:
     """Which scorer each segment uses, its out-of-sample F1 and threshold, and why."""
-    columns = ["segment", "name", "scorer", "oos_f1", "prior_f1", "threshold", "shipped", "why"]
+    columns = ["segment", "name", "scorer", "oos_f1", "prior_f1", "f1_threshold", "threshold", "shipped", "why"]
     if selection is None:
         return pd.DataFrame(columns=columns)
     return pd.DataFrame([{
         "segment": c.segment, "name": names.get(c.segment, ""), "scorer": c.scorer or "none",
-        "oos_f1": c.oos_f1, "prior_f1": c.prior_f1, "threshold": c.threshold, "shipped": c.shipped, "why": c.reason,
+        "oos_f1": c.oos_f1, "prior_f1": c.prior_f1,
+        "f1_threshold": c.threshold if c.f1_threshold is None else c.f1_threshold,
+        "threshold": c.threshold, "shipped": c.shipped, "why": c.reason,
     } for c in selection.segments], columns=columns)
 
 
+def tradeoff_sentence(selection: Selection | None) -> str:
+    """How the shipped thresholds trade macro- for micro-F1, in one sentence (empty: they do not)."""
+    tradeoff = selection.tradeoff if selection is not None else {}
+    table = tradeoff.get("cross_validated", {})
+    if not table:
+        return ""
+    chosen, own = table[f"{tradeoff['weight']:.2f}"], table["0.00"]
+    return (f" Thresholds: the per-segment F1 thresholds (f1_threshold) flag many customers on weak segments, "
+            f"so the shipped thresholds maximise {tradeoff['weight']:.2f} x micro-F1 + "
+            f"{1 - tradeoff['weight']:.2f} x macro-F1, the weight with the best cross-validated micro-F1 among "
+            f"those losing at most {tradeoff['macro_tolerance']:.3f} cross-validated macro-F1 "
+            f"(non-test anchors: micro {own[0]:.3f} -> {chosen[0]:.3f}, macro {own[1]:.3f} -> {chosen[1]:.3f}; "
+            f"{tradeoff['segments']} thresholds moved).")
+
+
+def guard_sentence(selection: Selection | None) -> str:
+    """The nested comparison of the per-segment selection with each scorer alone, in one sentence."""
+    guard = selection.guard if selection is not None else {}
+    if "nested_cv" not in guard:
+        return f" Selection guard skipped: {guard['skipped']}." if "skipped" in guard else ""
+    table = ", ".join(f"{name} {micro:.3f}/{macro:.3f}" for name, (micro, macro) in guard["nested_cv"].items())
+    return (f" Selection guard (nested cross-validation on {guard['anchors']} non-test anchors, micro/macro-F1): "
+            f"{table}; shipped: {guard['chosen']} (a single scorer replaces the per-segment selection only if "
+            f"better by more than {guard['tolerance']:.3f} on one and not worse by more on the other).")
+
+
+def method_label(selection: Selection | None) -> str:
+    chosen = (selection.guard if selection is not None else {}).get("chosen")
+    if chosen and chosen in (selection.scorers if selection is not None else []):
+        return f"{chosen} on every segment (it beat the per-segment selection out of sample)"
+    return "per-segment scorer selection by out-of-sample F1"
+
+
 def summary_lines(summary: pd.DataFrame, verdicts: list[str], warnings: list[str], expansion: pd.DataFrame | None,
-                  reach: dict[str, int], excluded: pd.DataFrame) -> list[str]:
+                  reach: dict[str, int], excluded: pd.DataFrame,
+                  method: str = "per-segment scorer selection by out-of-sample F1") -> list[str]:
     """The opening paragraph a marketing reader needs: method, baselines, reach, growth, exclusions."""
     selected = summary[summary["method"] == SELECTED]
     lines = []
     if len(selected):
         row = selected.iloc[0]
-        lines.append(f"Method: per-segment scorer selection by out-of-sample F1 (this system): micro-F1 "
+        lines.append(f"Method: {method} (this system): micro-F1 "
                      f"{row['micro_f1']:.3f}, macro-F1 {row['macro_f1']:.3f} on the held-out test split.")
     lines += warnings or verdicts
     if reach:
@@ -247,7 +283,7 @@ def write_evaluation(
     navigation = [s for s, k in kinds.items() if k == "navigation"]
     nav_flagged = sorted(set(navigation) & set(unrecoverable))
     recoverable_nav = sorted(set(navigation) - set(unrecoverable))
-    opening = summary_lines(summary, verdicts, warnings, expansion, reach or {}, excluded)
+    opening = summary_lines(summary, verdicts, warnings, expansion, reach or {}, excluded, method_label(selection))
     metrics = {
         "methods": summary.to_dict(orient="records"),
         "verdicts": verdicts,
@@ -255,6 +291,8 @@ def write_evaluation(
         "summary": opening,
         "selection": choices.to_dict(orient="records"),
         "excluded_scorers": dict(selection.excluded_scorers) if selection is not None else {},
+        "threshold_tradeoff": dict(selection.tradeoff) if selection is not None else {},
+        "selection_guard": dict(selection.guard) if selection is not None else {},
         "excluded_segments": excluded["segment"].tolist(),
         "unrecoverable_segments": unrecoverable,
         "navigation_segments": sorted(navigation),
@@ -292,14 +330,16 @@ def write_evaluation(
             ("Summary", " ".join(opening), [], []),
             ("Methods on the test split",
              "Opt-in TEST customers assigned as if non-opt-in (self excluded from their neighbours). Every "
-             "method's thresholds were fitted on out-of-sample scores of non-test anchors only, and every method "
-             "follows the same shipping rule: no lookalikes for a segment where it does not beat the prevalence "
-             "prior out of sample. The selected system uses, per segment, the scorer with the best "
-             "out-of-sample F1. " + " ".join(warnings + verdicts),
+             "method's thresholds were fitted on out-of-sample scores of non-test anchors only (each method's own "
+             "per-segment F1 thresholds, moved by the same micro/macro-F1 trade-off as the system's where the "
+             "method was scored on every non-test anchor), and every method follows the same shipping rule: no "
+             "lookalikes for a segment where it does not beat the prevalence prior out of sample. The selected "
+             f"system: {method_label(selection)}. " + " ".join(warnings + verdicts),
              [display], images["methods"]),
             ("Scorer per segment",
              "Chosen from out-of-sample F1 on non-test opt-in anchors (cross-validated thresholds); ties go to "
              "the simpler scorer. Segments that do not beat the prevalence prior get no lookalike rows."
+             + tradeoff_sentence(selection) + guard_sentence(selection)
              + "".join(f" Scorer {name} {why}." for name, why in
                        (selection.excluded_scorers.items() if selection is not None else [])),
              [choices], []),

@@ -43,6 +43,7 @@ from typing import Any
 
 import numpy as np
 
+from index_builder import micro_macro_thresholds
 from index_builder.aggregation import best_f1_threshold
 from index_builder.metrics import prior_f1
 from index_builder.scorers import BLEND, SCORERS, OutOfSample, fold_ids
@@ -60,6 +61,8 @@ class CandidateFit:
     eligible: bool
     # beats the prevalence prior by more than one standard error on its out-of-sample rows
     beats_prior: bool = False
+    # its threshold under the micro/macro trade-off when shipped alone (None: not traded)
+    traded_threshold: float | None = None
 
 
 @dataclass
@@ -72,6 +75,9 @@ class SegmentChoice:
     shipped: bool
     reason: str
     candidates: dict[str, CandidateFit] = field(default_factory=dict)
+    # the chosen scorer's own F1-optimal threshold; ``threshold`` is the one shipped, moved by the
+    # micro/macro trade-off (micro_macro_thresholds.py); None in bundles from before it
+    f1_threshold: float | None = None
 
 
 @dataclass
@@ -85,6 +91,11 @@ class Selection:
     excluded_scorers: dict[str, str] = field(default_factory=dict)
     # the scorers the ``blend`` candidate averages (empty: no blend was a candidate)
     blend_members: list[str] = field(default_factory=list)
+    # how the shipped thresholds trade macro- for micro-F1 (micro_macro_thresholds.Tradeoff),
+    # and under "by_scorer" each candidate's own trade-off when shipped alone
+    tradeoff: dict[str, Any] = field(default_factory=dict)
+    # the nested comparison of this selection with each scorer alone (selection_guard.py)
+    guard: dict[str, Any] = field(default_factory=dict)
 
     @property
     def names(self) -> list[str]:
@@ -116,9 +127,11 @@ class Selection:
         return (used - {BLEND}) | (set(self.blend_members) if BLEND in used else set())
 
     def thresholds_of(self, scorer: str) -> np.ndarray:
-        """That scorer's own out-of-sample thresholds (for reporting it as a single method)."""
-        return np.asarray([c.candidates[scorer].threshold if scorer in c.candidates else 1.0
-                           for c in self.segments], dtype=np.float32)
+        """That scorer's own out-of-sample thresholds, traded for micro-F1 like the system's where
+        it was (for reporting it, or shipping it, as a single method)."""
+        fits = [c.candidates.get(scorer) for c in self.segments]
+        return np.asarray([1.0 if f is None else f.threshold if f.traded_threshold is None else f.traded_threshold
+                           for f in fits], dtype=np.float32)
 
     def shipped_of(self, scorer: str) -> np.ndarray:
         """Segments that scorer would ship alone under the same prior rule (for the report)."""
@@ -135,7 +148,8 @@ class Selection:
                         for c in payload["segments"]]
             return cls(segments, list(payload["scorers"]), int(payload["folds"]), float(payload["tie_tolerance"]),
                        int(payload["min_positives"]), dict(payload.get("excluded_scorers", {})),
-                       list(payload.get("blend_members", [])))
+                       list(payload.get("blend_members", [])), dict(payload.get("tradeoff", {})),
+                       dict(payload.get("guard", {})))
         except (KeyError, TypeError) as exc:
             raise ArtifactError(f"{SELECTION_FILE}: malformed ({exc})") from exc
 
@@ -167,6 +181,21 @@ def cross_validated_f1(scores: np.ndarray, truth: np.ndarray, folds: int, seed: 
     return threshold, _f1(predicted, np.asarray(truth, dtype=bool))
 
 
+def _resampled_cells(cells: np.ndarray, resamples: int, seed: int) -> np.ndarray:
+    """Bootstrap counts of the cells of a contingency table, ``(resamples, cells)``.
+
+    F1 and prevalence depend on the rows only through these counts, and resampling ``n`` rows
+    with replacement is a multinomial draw over the cells: the same bootstrap as indexing rows,
+    without materialising ``resamples x n`` rows.
+    """
+    n = int(cells.sum())
+    return np.random.default_rng(seed).multinomial(n, cells / n, size=resamples)
+
+
+def _f1_of_counts(tp: np.ndarray, wrong: np.ndarray) -> np.ndarray:
+    return np.where(2 * tp + wrong > 0, 2 * tp / np.maximum(2 * tp + wrong, 1), 0.0)
+
+
 def beats_prior(predicted: np.ndarray, truth: np.ndarray, resamples: int = 200, seed: int = 0) -> tuple[float, float]:
     """``(F1 - prior F1, its bootstrap standard error)`` over the same rows.
 
@@ -177,30 +206,31 @@ def beats_prior(predicted: np.ndarray, truth: np.ndarray, resamples: int = 200, 
     segment everyone gets on a gain smaller than the uncertainty of the prevalence.
     """
     truth = np.asarray(truth, dtype=bool)
-    rng = np.random.default_rng(seed)
-    n = len(truth)
+    predicted = np.asarray(predicted, dtype=bool)
     p = truth.mean()
     gain = _f1(predicted, truth) - 2 * p / (1 + p)
-    gains, priors = np.empty(resamples), np.empty(resamples)
-    for b in range(resamples):
-        rows = rng.integers(0, n, n)
-        t, d = truth[rows], predicted[rows]
-        q = t.mean()
-        priors[b] = 2 * q / (1 + q) if q > 0 else 0.0
-        gains[b] = _f1(d, t) - priors[b]
+    # cells: true positive, false positive, false negative, true negative
+    cells = np.array([(predicted & truth).sum(), (predicted & ~truth).sum(), (~predicted & truth).sum(),
+                      (~predicted & ~truth).sum()], dtype=np.float64)
+    tp, fp, fn, _ = _resampled_cells(cells, resamples, seed).T
+    q = (tp + fn) / len(truth)
+    priors = np.where(q > 0, 2 * q / (1 + q), 0.0)
+    gains = _f1_of_counts(tp, fp + fn) - priors
     return float(gain), float(max(gains.std(), priors.std()))
 
 
 def paired_gain(predicted_a: np.ndarray, predicted_b: np.ndarray, truth: np.ndarray, resamples: int = 100,
                 seed: int = 0) -> tuple[float, float]:
     """``(F1(b) - F1(a), bootstrap standard error of that difference)`` on the same rows."""
-    rng = np.random.default_rng(seed)
-    n = len(truth)
-    gain = _f1(predicted_b, truth) - _f1(predicted_a, truth)
-    gains = np.empty(resamples)
-    for r in range(resamples):
-        rows = rng.integers(0, n, n)
-        gains[r] = _f1(predicted_b[rows], truth[rows]) - _f1(predicted_a[rows], truth[rows])
+    a, b, t = (np.asarray(x, dtype=bool) for x in (predicted_a, predicted_b, truth))
+    gain = _f1(b, t) - _f1(a, t)
+    # cells indexed by (a, b, truth) as a 3-bit number
+    cells = np.bincount(a.astype(np.int64) * 4 + b.astype(np.int64) * 2 + t, minlength=8).astype(np.float64)
+    c = _resampled_cells(cells, resamples, seed).T
+    # a: tp = (1,*,1), wrong = (1,*,0) + (0,*,1); likewise for b
+    tp_a, wrong_a = c[5] + c[7], c[4] + c[6] + c[1] + c[3]
+    tp_b, wrong_b = c[3] + c[7], c[2] + c[6] + c[1] + c[5]
+    gains = _f1_of_counts(tp_b, wrong_b) - _f1_of_counts(tp_a, wrong_a)
     return float(gain), float(gains.std())
 
 
@@ -257,11 +287,14 @@ def select(
     seed: int = 0,
     excluded_scorers: Mapping[str, str] | None = None,
     blend_members: Sequence[str] = (),
+    f1_tolerance: float = 0.0,
 ) -> Selection:
     """Choose a scorer per segment. ``labels`` is the dense anchors x segments matrix (only the
     rows named by each :class:`OutOfSample` are read); ``prevalence_rows`` the anchors the prior
     is measured on (non-test anchors); ``excluded_scorers`` the candidates left out, with why;
-    ``blend_members`` the scorers ``oos["blend"]`` averages."""
+    ``blend_members`` the scorers ``oos["blend"]`` averages; ``f1_tolerance`` the
+    cross-validated macro-F1 the shipped thresholds may give up for micro-F1
+    (:mod:`index_builder.micro_macro_thresholds`; 0 keeps per-segment F1 thresholds)."""
     labels = np.asarray(labels, dtype=bool)
     base = labels if prevalence_rows is None else labels[prevalence_rows]
     priors = prior_f1(base.mean(axis=0)) if len(base) else np.zeros(len(segments))
@@ -321,5 +354,49 @@ def select(
                       + ("; shipped by configuration" if shipped else ": no lookalikes"))
         choices.append(SegmentChoice(segment, chosen, fit.threshold, fit.oos_f1, round(prior, 6), shipped,
                                      reason, fits))
+    tradeoff = _trade_macro_for_micro(choices, oos, labels, f1_tolerance, folds, seed, threshold_floor)
     return Selection(choices, order, folds, tie_tolerance, min_positives, dict(excluded_scorers or {}),
-                     list(blend_members) if BLEND in oos else [])
+                     list(blend_members) if BLEND in oos else [], tradeoff)
+
+
+def _trade_macro_for_micro(choices: list[SegmentChoice], oos: Mapping[str, OutOfSample], labels: np.ndarray,
+                           f1_tolerance: float, folds: int, seed: int, floor: float) -> dict[str, Any]:
+    """Move the shipped thresholds by :func:`micro_macro_thresholds.choose`, on the rows every
+    candidate scoring all non-test anchors shares; a segment whose scorer was measured on fewer
+    rows (the tower on its validation split) keeps its own F1 threshold. Every candidate scored
+    on those rows gets its own traded thresholds too (``CandidateFit.traded_threshold``), so
+    that it is reported, and can be shipped alone, under the same rule."""
+    for choice in choices:
+        choice.f1_threshold = choice.threshold
+    if not oos or f1_tolerance <= 0:
+        return {}
+    rows = np.sort(max(oos.values(), key=lambda o: len(o.rows)).rows)
+    truth = labels[rows]
+
+    def traded(scores: np.ndarray, start: np.ndarray, active: np.ndarray) -> tuple[np.ndarray, Any]:
+        return micro_macro_thresholds.choose(scores, truth, start, active, macro_tolerance=f1_tolerance, folds=folds,
+                                             seed=seed, floor=floor)
+
+    by_scorer = {}
+    for name, scored in oos.items():
+        if not np.array_equal(np.sort(scored.rows), rows):
+            continue
+        fits = [c.candidates.get(name) for c in choices]
+        start = np.asarray([f.threshold if f is not None else 1.0 for f in fits])
+        active = np.asarray([f is not None and f.eligible and f.beats_prior for f in fits])
+        thresholds, alone = traded(scored.scores[np.argsort(scored.rows)], start, active)
+        by_scorer[name] = asdict(alone)
+        for fit, threshold in zip(fits, thresholds, strict=True):
+            if fit is not None:
+                fit.traded_threshold = round(float(threshold), 6)
+    scores = np.zeros((len(rows), len(choices)), np.float32)
+    active = np.zeros(len(choices), dtype=bool)
+    for j, choice in enumerate(choices):
+        chosen = oos.get(choice.scorer) if choice.scorer else None
+        if choice.shipped and chosen is not None and np.array_equal(np.sort(chosen.rows), rows):
+            scores[:, j] = chosen.scores[np.argsort(chosen.rows), j]
+            active[j] = True
+    thresholds, tradeoff = traded(scores, np.asarray([c.threshold for c in choices]), active)
+    for j, choice in enumerate(choices):
+        choice.threshold = round(float(thresholds[j]), 6)
+    return {**asdict(tradeoff), "by_scorer": by_scorer}

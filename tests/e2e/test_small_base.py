@@ -168,3 +168,7 @@ def test_small_base_selects_sensibly_and_never_loses_to_a_single_method(tmp_path
         assert methods["selected"][metric] >= best[metric] - 0.005, (metric, metrics["methods"], chosen)
     assert not metrics["warnings"]
     assert set(metrics["excluded_segments"]) == set(NOISE)
+    # segments that need different scorers: the nested comparison keeps the per-segment selection
+    guard = metrics["selection_guard"]
+    assert guard["chosen"] == "per-segment selection", guard
+    assert set(guard["nested_cv"]) >= {"per-segment selection", "logistic_regression", "gradient_boosting", "blend"}
