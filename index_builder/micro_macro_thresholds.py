@@ -125,7 +125,8 @@ def fit_thresholds(scores: np.ndarray, truth: np.ndarray, start: np.ndarray, act
     return _ascend(_grid(scores, truth, start, np.asarray(active, dtype=bool), floor), start, weight)
 
 
-def _micro_macro(predicted: np.ndarray, truth: np.ndarray) -> tuple[float, float]:
+def micro_macro(predicted: np.ndarray, truth: np.ndarray) -> tuple[float, float]:
+    """``(micro-F1, macro-F1 over segments with holders)`` of boolean ``(rows, segments)`` decisions."""
     tp = (predicted & truth).sum(axis=0)
     wrong = (predicted != truth).sum(axis=0)
     micro = 2 * tp.sum() / max(2 * tp.sum() + wrong.sum(), 1)
@@ -158,7 +159,7 @@ def choose(scores: np.ndarray, truth: np.ndarray, start: np.ndarray, active: np.
         for held, grid, own in trained:
             cut = _ascend(grid, own, weight) if weight > 0 else own
             predicted[held] = (scores[held] >= cut - _EPS) & active
-        table[f"{weight:.2f}"] = [round(v, 6) for v in _micro_macro(predicted, truth)]
+        table[f"{weight:.2f}"] = [round(v, 6) for v in micro_macro(predicted, truth)]
     floor_macro = table["0.00"][1] - macro_tolerance
     allowed = [(float(w), micro) for w, (micro, macro) in table.items() if macro >= floor_macro - 1e-12]
     weight = max(allowed, key=lambda item: (item[1], -item[0]))[0]

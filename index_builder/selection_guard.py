@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from index_builder.micro_macro_thresholds import micro_macro
 from index_builder.scorers import OutOfSample, fold_ids
 from index_builder.selection import SegmentChoice, Selection, select
 
@@ -51,15 +52,6 @@ def _scores_at(scored: OutOfSample, rows: np.ndarray) -> tuple[np.ndarray, np.nd
     return np.where(covered[:, None], scored.scores[order[at]], 0.0), covered
 
 
-def _micro_macro(predicted: np.ndarray, truth: np.ndarray) -> list[float]:
-    tp = (predicted & truth).sum(axis=0)
-    wrong = (predicted != truth).sum(axis=0)
-    micro = 2 * tp.sum() / max(2 * tp.sum() + wrong.sum(), 1)
-    holders = truth.any(axis=0)
-    f1 = 2 * tp / np.maximum(2 * tp + wrong, 1)
-    return [round(float(micro), 6), round(float(f1[holders].mean()) if holders.any() else 0.0, 6)]
-
-
 def nested_scores(oos: Mapping[str, OutOfSample], labels: np.ndarray, segments: Sequence[str],
                   rows: np.ndarray, singles: Sequence[str], folds: int, seed: int,
                   select_kwargs: Mapping[str, Any]) -> dict[str, list[float]]:
@@ -79,7 +71,7 @@ def nested_scores(oos: Mapping[str, OutOfSample], labels: np.ndarray, segments: 
         for name in singles:
             scores, _ = _scores_at(oos[name], held)
             decided[name][outer == f] = (scores >= inner.thresholds_of(name) - 1e-6) & inner.shipped_of(name)
-    return {name: _micro_macro(predicted, truth) for name, predicted in decided.items()}
+    return {name: [round(v, 6) for v in micro_macro(predicted, truth)] for name, predicted in decided.items()}
 
 
 def winner(table: Mapping[str, Sequence[float]], tolerance: float) -> str:
