@@ -5,7 +5,7 @@ from flagging many customers: for calibrated scores the F1-optimal cut-off is ``
 a segment whose best F1 is 0.2 flags everyone above 0.1. Every such flag is mostly a false
 positive, and summed over the weak segments they cost micro-F1 (20k demo base: 16 segments
 with test F1 < 0.25 cost the selected system its micro-F1 lead over LightGBM alone; bench/README.md,
-"Micro/macro thresholds"). Micro-F1 is maximised by one cut-off ``F*/2`` across segments
+"Micro/macro thresholds and the selection guard"). Micro-F1 is maximised by one cut-off ``F*/2`` across segments
 instead (``F*`` the achieved micro-F1), which flags fewer customers on weak segments and more
 on strong ones.
 

@@ -2,9 +2,10 @@
 
 Choosing a scorer per segment is itself a fit, and on a small base it fits noise: with a
 handful of holders per segment, the scorer that wins a segment's comparison is often just the
-luckiest (5k demo base, all methods under the same thresholds: the per-segment selection
-0.488 / 0.375 micro / macro-F1 on the test split, the blend alone 0.521 / 0.360, LightGBM alone
-0.511 / 0.374; bench/README.md, "Selection guard"). The scorers' own out-of-sample F1 cannot
+luckiest (5k demo base, all methods under the same thresholds, mean of 3 seeds: the
+per-segment selection 0.488 / 0.375 micro / macro-F1 on the test split, the blend alone
+0.522 / 0.360, LightGBM alone 0.509 / 0.375; bench/README.md, "Micro/macro thresholds and the
+selection guard"). The scorers' own out-of-sample F1 cannot
 show this: the selection was made on those very scores.
 
 So the whole selection procedure is cross-validated one level up (nested): the non-test
