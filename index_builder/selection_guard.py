@@ -94,9 +94,12 @@ def guard(selection: Selection, oos: Mapping[str, OutOfSample], labels: np.ndarr
     fit_rows = np.sort(np.asarray(fit_rows))
     singles = [name for name in selection.scorers if name in oos
                and np.array_equal(np.sort(oos[name].rows), fit_rows)]
-    if not singles or len(fit_rows) < min_rows:
-        return replace(selection, guard={"skipped": f"{len(singles)} candidate(s) scored on all {len(fit_rows)} "
-                                                    f"non-test anchors (needs 1 and {min_rows} anchors)"})
+    if not singles:
+        return replace(selection, guard={"skipped": f"no candidate was scored on all {len(fit_rows)} non-test "
+                                                    "anchors, so none can be shipped alone"})
+    if len(fit_rows) < min_rows:
+        return replace(selection, guard={"skipped": f"{len(fit_rows)} non-test anchors, fewer than the "
+                                                    f"{min_rows} a nested comparison needs"})
     rows = fit_rows
     if len(rows) > MAX_ROWS:  # the comparison needs ~0.005 of precision, not every anchor
         rows = np.sort(np.random.default_rng(seed).choice(fit_rows, MAX_ROWS, replace=False))
