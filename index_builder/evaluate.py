@@ -195,6 +195,9 @@ def tradeoff_sentence(selection: Selection | None) -> str:
     table = tradeoff.get("cross_validated", {})
     if not table:
         return ""
+    if not tradeoff["weight"] or not tradeoff["segments"]:
+        return (f" Thresholds: each segment's own F1 threshold; no trade of at most "
+                f"{tradeoff['macro_tolerance']:.3f} cross-validated macro-F1 for micro-F1 moved any of them.")
     chosen, own = table[f"{tradeoff['weight']:.2f}"], table["0.00"]
     return (f" Thresholds: the per-segment F1 thresholds (f1_threshold) flag many customers on weak segments, "
             f"so the shipped thresholds maximise {tradeoff['weight']:.2f} x micro-F1 + "

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from index_builder.aggregation import best_f1_threshold
+from index_builder.evaluate import tradeoff_sentence
 from index_builder.micro_macro_thresholds import choose, fit_thresholds
 from index_builder.scorers import OutOfSample
 from index_builder.selection import Selection, select
@@ -91,6 +92,9 @@ def test_selection_stores_both_thresholds_and_the_tradeoff() -> None:
     assert traded.chosen == plain.chosen and (traded.shipped == plain.shipped).all()
     again = Selection.from_json(traded.to_json())
     assert again.tradeoff == traded.tradeoff and np.array_equal(again.thresholds, traded.thresholds)
+    # the report says what the trade did
+    assert tradeoff_sentence(plain) == ""
+    assert f"maximise {traded.tradeoff['weight']:.2f} x micro-F1" in tradeoff_sentence(traded)
     # a selection stored before the trade-off existed still loads
     old = traded.to_json()
     old.pop("tradeoff")
