@@ -144,6 +144,18 @@ class OutOfSample:
     rows: np.ndarray  # anchor rows the scores belong to
     scores: np.ndarray  # (len(rows), n_segments)
 
+    def covers(self, rows: np.ndarray) -> bool:
+        """Whether these are scores of exactly ``rows`` (in any order)."""
+        return bool(np.array_equal(np.sort(self.rows), np.sort(rows)))
+
+    def at(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(scores of rows in that order, whether each row was scored)``; unscored rows get 0."""
+        order = np.argsort(self.rows)
+        ranked = self.rows[order]
+        at = np.minimum(np.searchsorted(ranked, rows), len(ranked) - 1)
+        covered = ranked[at] == rows
+        return np.where(covered[:, None], self.scores[order[at]], 0.0).astype(self.scores.dtype), covered
+
 
 # ---------------------------------------------------------------- per-segment learners
 def _fit_logistic(x: np.ndarray, y: np.ndarray, params: ScorerParams) -> tuple[np.ndarray, float] | float:
@@ -362,16 +374,12 @@ def blend_out_of_sample(oos: dict[str, OutOfSample], fit_rows: np.ndarray) -> tu
     sample on every non-test anchor (``fit_rows``), or None with fewer than two such candidates
     (a candidate with fewer rows, the tower on its validation split, would leave the mean
     undefined on the other anchors)."""
-    members = [name for name in SCORERS if name in oos and name != BLEND
-               and np.array_equal(np.sort(oos[name].rows), np.sort(fit_rows))]
+    members = [name for name in SCORERS if name in oos and name != BLEND and oos[name].covers(fit_rows)]
     if len(members) < 2:
         return None
-    order = np.argsort(fit_rows)
     total = np.zeros((len(fit_rows), oos[members[0]].scores.shape[1]), np.float64)
     for name in members:
-        # every member's rows in the same (fit_rows) order
-        position = np.argsort(oos[name].rows)[np.argsort(order)]
-        total += oos[name].scores[position]
+        total += oos[name].at(fit_rows)[0]
     return members, OutOfSample(np.asarray(fit_rows), (total / len(members)).astype(np.float32))
 
 

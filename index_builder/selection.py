@@ -330,7 +330,7 @@ def select(
         if not eligible:
             choices.append(SegmentChoice(segment, None, 1.0, 0.0, round(prior, 6), False,
                                          f"fewer than {min_positives} opt-in holders to measure any scorer",
-                                         fits))
+                                         fits, 1.0))
             continue
         if default in eligible:
             eligible = [default, *[n for n in eligible if n != default]]
@@ -353,7 +353,7 @@ def select(
                       f"by more than its standard error ({gain:+.3f} ± {gain_se:.3f})"
                       + ("; shipped by configuration" if shipped else ": no lookalikes"))
         choices.append(SegmentChoice(segment, chosen, fit.threshold, fit.oos_f1, round(prior, 6), shipped,
-                                     reason, fits))
+                                     reason, fits, fit.threshold))
     tradeoff = _trade_macro_for_micro(choices, oos, labels, f1_tolerance, folds, seed, threshold_floor)
     return Selection(choices, order, folds, tie_tolerance, min_positives, dict(excluded_scorers or {}),
                      list(blend_members) if BLEND in oos else [], tradeoff)
@@ -366,8 +366,6 @@ def _trade_macro_for_micro(choices: list[SegmentChoice], oos: Mapping[str, OutOf
     rows (the tower on its validation split) keeps its own F1 threshold. Every candidate scored
     on those rows gets its own traded thresholds too (``CandidateFit.traded_threshold``), so
     that it is reported, and can be shipped alone, under the same rule."""
-    for choice in choices:
-        choice.f1_threshold = choice.threshold
     if not oos or f1_tolerance <= 0:
         return {}
     rows = np.sort(max(oos.values(), key=lambda o: len(o.rows)).rows)
@@ -377,14 +375,13 @@ def _trade_macro_for_micro(choices: list[SegmentChoice], oos: Mapping[str, OutOf
         return micro_macro_thresholds.choose(scores, truth, start, active, macro_tolerance=f1_tolerance, folds=folds,
                                              seed=seed, floor=floor)
 
+    aligned = {name: scored.at(rows)[0] for name, scored in oos.items() if scored.covers(rows)}
     by_scorer = {}
-    for name, scored in oos.items():
-        if not np.array_equal(np.sort(scored.rows), rows):
-            continue
+    for name, scores in aligned.items():
         fits = [c.candidates.get(name) for c in choices]
         start = np.asarray([f.threshold if f is not None else 1.0 for f in fits])
         active = np.asarray([f is not None and f.eligible and f.beats_prior for f in fits])
-        thresholds, alone = traded(scored.scores[np.argsort(scored.rows)], start, active)
+        thresholds, alone = traded(scores, start, active)
         by_scorer[name] = asdict(alone)
         for fit, threshold in zip(fits, thresholds, strict=True):
             if fit is not None:
@@ -392,9 +389,8 @@ def _trade_macro_for_micro(choices: list[SegmentChoice], oos: Mapping[str, OutOf
     scores = np.zeros((len(rows), len(choices)), np.float32)
     active = np.zeros(len(choices), dtype=bool)
     for j, choice in enumerate(choices):
-        chosen = oos.get(choice.scorer) if choice.scorer else None
-        if choice.shipped and chosen is not None and np.array_equal(np.sort(chosen.rows), rows):
-            scores[:, j] = chosen.scores[np.argsort(chosen.rows), j]
+        if choice.shipped and choice.scorer in aligned:
+            scores[:, j] = aligned[choice.scorer][:, j]
             active[j] = True
     thresholds, tradeoff = traded(scores, np.asarray([c.threshold for c in choices]), active)
     for j, choice in enumerate(choices):

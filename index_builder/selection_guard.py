@@ -44,15 +44,6 @@ def _restrict(oos: Mapping[str, OutOfSample], rows: np.ndarray) -> dict[str, Out
     return kept
 
 
-def _scores_at(scored: OutOfSample, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``(scores of rows, whether each row was scored)``; unscored rows get 0."""
-    order = np.argsort(scored.rows)
-    ranked = scored.rows[order]
-    at = np.minimum(np.searchsorted(ranked, rows), len(ranked) - 1)
-    covered = ranked[at] == rows
-    return np.where(covered[:, None], scored.scores[order[at]], 0.0), covered
-
-
 def nested_scores(oos: Mapping[str, OutOfSample], labels: np.ndarray, segments: Sequence[str],
                   rows: np.ndarray, singles: Sequence[str], folds: int, seed: int,
                   select_kwargs: Mapping[str, Any]) -> dict[str, list[float]]:
@@ -67,10 +58,10 @@ def nested_scores(oos: Mapping[str, OutOfSample], labels: np.ndarray, segments: 
         for j, choice in enumerate(inner.segments):
             if choice.shipped and choice.scorer is not None and choice.scorer in oos:
                 # a scorer measured on fewer anchors (the tower's validation split) decides only those
-                scores, covered = _scores_at(oos[choice.scorer], held)
+                scores, covered = oos[choice.scorer].at(held)
                 decided[SELECTED][outer == f, j] = covered & (scores[:, j] >= choice.threshold - 1e-6)
         for name in singles:
-            scores, _ = _scores_at(oos[name], held)
+            scores, _ = oos[name].at(held)
             decided[name][outer == f] = (scores >= inner.thresholds_of(name) - 1e-6) & inner.shipped_of(name)
     return {name: [round(v, 6) for v in micro_macro(predicted, truth)] for name, predicted in decided.items()}
 
@@ -92,8 +83,7 @@ def guard(selection: Selection, oos: Mapping[str, OutOfSample], labels: np.ndarr
     """A copy of ``selection``, or of the single scorer that beats it out of sample (nested
     cross-validation) shipped on every segment, with the comparison in ``Selection.guard``."""
     fit_rows = np.sort(np.asarray(fit_rows))
-    singles = [name for name in selection.scorers if name in oos
-               and np.array_equal(np.sort(oos[name].rows), fit_rows)]
+    singles = [name for name in selection.scorers if name in oos and oos[name].covers(fit_rows)]
     if not singles:
         return replace(selection, guard={"skipped": f"no candidate was scored on all {len(fit_rows)} non-test "
                                                     "anchors, so none can be shipped alone"})
@@ -128,7 +118,7 @@ def alone(selection: Selection, scorer: str, why: str, ship_segments: Sequence[s
         if fit is None or not fit.eligible:
             choices.append(SegmentChoice(choice.segment, None, 1.0, 0.0, choice.prior_f1, False,
                                          f"{why}; fewer than {selection.min_positives} opt-in holders to measure it",
-                                         choice.candidates, None))
+                                         choice.candidates, 1.0))
             continue
         shipped = bool(signal[j]) or ship_without_signal or choice.segment in forced
         reason = f"{why}; out-of-sample F1 {fit.oos_f1:.3f}" + (
