@@ -123,16 +123,24 @@ def score_customers(store: Any, population: Any, encoder: Any, bundle: IndexBund
 def score_in_chunks(bundle: IndexBundle, embeddings: np.ndarray, features: np.ndarray | None,
                     batch_size: int, exclude_anchor_rows: np.ndarray | None = None,
                     desc: str = "score customers") -> tuple[np.ndarray, np.ndarray]:
-    """:meth:`IndexBundle.assign_scores` over row chunks, with a progress bar."""
+    """:meth:`IndexBundle.assign_scores` over row chunks, with a progress bar.
+
+    The tower-kNN search runs once over all rows first: a large IVF bundle answers it from
+    spilled lists, each read once per group of queries (``index_builder.spilled_lists``).
+    """
     from tqdm import tqdm
 
     n, width = embeddings.shape[0], len(bundle.segments)
     scores, decisions = np.zeros((n, width), np.float32), np.zeros((n, width), bool)
+    if n == 0:
+        return scores, decisions
+    sims, ids = bundle.search(embeddings, exclude_anchor_rows=exclude_anchor_rows)
     chunk = max(1, min(batch_size, 4096))
     for start in tqdm(range(0, n, chunk), desc=desc, unit="chunk", disable=n <= chunk):
         rows = slice(start, start + chunk)
-        scored = bundle.assign_scores(embeddings[rows], None if features is None else features[rows],
-                                      None if exclude_anchor_rows is None else exclude_anchor_rows[rows])
+        scored = bundle.scores_from_neighbours(sims[rows], ids[rows], embeddings[rows],
+                                               None if features is None else features[rows],
+                                               None if exclude_anchor_rows is None else exclude_anchor_rows[rows])
         scores[rows], decisions[rows] = scored.scores, scored.decisions
     return scores, decisions
 

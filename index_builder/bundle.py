@@ -26,6 +26,7 @@ from index_builder import faiss_backend
 from index_builder.aggregation import AGGREGATIONS, decide, score_neighbours
 from index_builder.scorers import BLEND, FEATURE_SCORERS, FittedScorers
 from index_builder.selection import SELECTION_FILE, Selection
+from index_builder.spilled_lists import BULK_FROM, SpilledLists, ivf_centroids, spill_lists
 from lookalike.artifacts import atomic_dir, read_json, verify_manifest, write_manifest
 from lookalike.errors import ArtifactError
 
@@ -123,9 +124,19 @@ class IndexBundle:
         if k < 1:
             raise ArtifactError(f"{self.path}: too few anchors ({len(self.anchor_ids)}) to search")
         queries = faiss_backend.l2_normalise(vectors)
+        bulk = self.bulk_lists if len(queries) >= BULK_FROM else None
         if exclude_anchor_rows is not None:
-            return faiss_backend.search_excluding_self(self.index, queries, exclude_anchor_rows, k)
-        return faiss_backend.search(self.index, queries, k)
+            return faiss_backend.search_excluding_self(self.index, queries, exclude_anchor_rows, k, bulk=bulk)
+        return faiss_backend.search(self.index, queries, k, bulk=bulk)
+
+    @functools.cached_property
+    def bulk_lists(self) -> SpilledLists | None:
+        """The anchors in spilled lists for bulk searches, as the recall guarantee tuned them
+        (built on first use: serving never searches in bulk)."""
+        spill = int(self.manifest.get("index_params", {}).get("spill", 0))
+        if not spill or self.device != "cpu" or not isinstance(self.index, faiss_backend.faiss.IndexIVF):
+            return None
+        return spill_lists(faiss_backend.stored_vectors(self.index), ivf_centroids(self.index), spill)
 
     @functools.cached_property
     def label_weights(self) -> sp.csr_matrix:

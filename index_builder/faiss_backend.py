@@ -16,6 +16,11 @@ answers). While recall@k is below ``min_recall`` the search knob (IVF ``nprobe``
 builder falls back to exact search with a warning. Every trial, the chosen knob and the
 measured recall go into the bundle manifest.
 
+Bulk searches (the weekly job's millions of queries) of an IVF index go through
+:mod:`index_builder.spilled_lists`: each anchor stored in its ``spill`` nearest lists, one
+BLAS search per list. ``spill`` is tuned by the same guarantee, on the same held-out
+anchors; when its tuning runs out of time, bulk searches use the IVF scan instead.
+
 Devices: FAISS GPU when faiss was built with GPU support and a device is present; else,
 when torch sees CUDA, batch searches run as exact torch matmul + top-k on the GPU
 (:mod:`index_builder.torch_search`; the saved index stays the CPU one); else CPU. Anything
@@ -33,6 +38,7 @@ from typing import Any, Literal
 import faiss
 import numpy as np
 
+from index_builder.spilled_lists import BULK_FROM, SpilledLists, ivf_centroids, spill_lists
 from lookalike.config import Fraction, NonNegativeFloat, NonNegativeInt, PositiveInt, stage_config
 from lookalike.errors import ConfigError, DataValidationError
 
@@ -80,6 +86,9 @@ class IndexParams:
     # 157 s / recall@40 0.989 (the guarantee raised nprobe to 36) vs 224 s / 0.957 with the
     # former rule (bench/README.md, issue #11).
     quantizer_ef_search: NonNegativeInt = 24
+    # IVF bulk searches (index_builder.spilled_lists): lists each anchor is stored in; 0 = start
+    # at the guaranteed nprobe. Raised by the recall guarantee like nprobe.
+    spill: NonNegativeInt = 0
 
     def __post_init__(self) -> None:
         if self.type not in INDEX_TYPES:
@@ -113,6 +122,8 @@ class BuiltIndex:
     search_index: Any = None  # GPU copy when built on GPU; else the CPU index
     # the recall guarantee: target, trials [(knob, value, recall)], exact fallback reason
     recall_check: dict[str, Any] = field(default_factory=dict)
+    # IVF only: the anchors in spilled lists for bulk searches, as tuned by the guarantee
+    bulk: SpilledLists | None = None
 
     def searcher(self) -> Any:
         return self.search_index if self.search_index is not None else self.index
@@ -190,10 +201,11 @@ def default_nlist(n: int) -> int:
     return int(max(1, min(n // 39, round(4 * np.sqrt(max(n, 1))))))
 
 
-# Tuned on 2 CPU cores (bench/README.md, 2026-11-25): up to ~300k anchors, lists of ~200
-# vectors probed 4 at a time keep recall@10 >= 0.99 with the k-means still cheap; at a
-# million anchors the 2M-query weekly search dominates, so lists shrink to ~60-120 vectors
-# behind an HNSW coarse quantizer (a flat one costs n_queries x nlist dot products).
+# Tuned on 2 CPU cores (bench/README.md): up to ~300k anchors, lists of ~200 vectors probed
+# 4 at a time keep recall@10 >= 0.99 with the k-means still cheap. From a million anchors
+# the weekly job's bulk search decides: spilled lists are searched by matrix products, which
+# favour fewer, longer lists (~1,000 anchors) behind a flat quantizer. Lists of ~60 behind an
+# HNSW quantizer were faster for FAISS's own per-query scan, not for this (2026-11-27).
 LARGE_IVF_FROM = 300_000
 
 
@@ -211,7 +223,7 @@ def tuned_ivf(n: int) -> tuple[int, int, str]:
     if n < LARGE_IVF_FROM:
         nlist = max(1, min(_power_of_two(n / 200), 2048))
         return nlist, min(4, nlist), "flat"
-    return min(_power_of_two(n / 64), 16384), 24, "hnsw"
+    return min(_power_of_two(n / 1000), 16384), 4, "flat"
 
 
 def _ivf_settings(params: IndexParams, n: int) -> tuple[int, int, str]:
@@ -358,19 +370,19 @@ def held_out_truth(data: np.ndarray, k: int, sample: int, seed: int) -> tuple[np
     """(query rows, their exact top-k among the other anchors): the recall reference."""
     n = data.shape[0]
     rows = np.sort(np.random.default_rng(seed).choice(n, size=min(sample, n), replace=False))
-    _, truth = search_excluding_self(_ExactSearch(data), data[rows], rows, k)
+    _, truth = search_excluding_self(_exact_search(data), data[rows], rows, k)
     return rows, truth
 
 
-class _ExactSearch:
-    """Brute-force inner product over ``data`` with the index ``search`` signature."""
+def _exact_search(data: np.ndarray) -> Any:
+    """Brute-force inner product over ``data`` with the index ``search`` signature.
 
-    def __init__(self, data: np.ndarray) -> None:
-        self.data = data
-        self.ntotal = data.shape[0]
+    torch's matrix product and top-k on the CPU: the 1,000 held-out anchors against 1M took
+    3.0 s, ``faiss.knn`` 8.3 s and ``IndexFlatIP`` 12.2 s (2 cores, 2026-11-27).
+    """
+    from index_builder.torch_search import TorchExactIndex
 
-    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        return faiss.knn(queries, self.data, k, metric=faiss.METRIC_INNER_PRODUCT)
+    return TorchExactIndex(data, device="cpu")
 
 
 def guarantee_recall(built: BuiltIndex, data: np.ndarray, k: int, params: IndexParams) -> None:
@@ -403,10 +415,43 @@ def guarantee_recall(built: BuiltIndex, data: np.ndarray, k: int, params: IndexP
             break
         knob = (name, min(limit, max(value + 1, int(value * 1.5))), limit)
         _apply_knob(built, name, knob[1], params)
+    if built.index_type == "ivf" and built.device == "cpu":
+        _guarantee_bulk_recall(built, data, rows, truth, params, started)
     built.recall_check["seconds"] = round(time.perf_counter() - started, 3)
     log.info("%s index %s recall@%d vs exact on %d held-out anchors: %.4f (target %.2f)", built.index_type,
              {key: v for key, v in built.params.items() if key != "selected_by"}, k, len(rows),
              built.recall_at_k, params.min_recall)
+
+
+def _guarantee_bulk_recall(built: BuiltIndex, data: np.ndarray, rows: np.ndarray, truth: np.ndarray,
+                           params: IndexParams, started: float) -> None:
+    """Tune ``spill`` for bulk searches on the same held-out anchors as ``nprobe``.
+
+    ``spill = nlist`` would be exact but holds every anchor ``nlist`` times; when the
+    budget runs out first, bulk searches keep FAISS's own IVF scan (guaranteed above).
+    """
+    k = truth.shape[1]
+    nlist = int(built.params["nlist"])
+    spill = min(nlist, params.spill or int(built.params["nprobe"]))
+    centroids = ivf_centroids(built.index)
+    trials: list[list[Any]] = []
+    built.recall_check["bulk"] = {"trials": trials}
+    while True:
+        lists = spill_lists(data, centroids, spill)
+        _, found = search_excluding_self(lists, data[rows], rows, k)
+        recall = recall_between(found, truth)
+        trials.append(["spill", spill, round(recall, 5)])
+        if recall >= params.min_recall or spill >= nlist:
+            built.bulk = lists
+            built.params["spill"] = spill
+            built.recall_check["bulk"].update(recall_at_k=recall, slots_per_query=round(lists.slots_per_query, 1))
+            return
+        if time.perf_counter() - started > params.tune_seconds:
+            why = f"bulk recall tuning exceeded index.tune_seconds={params.tune_seconds:g}; bulk searches scan the IVF"
+            log.warning("index recall guarantee: %s", why)
+            built.recall_check["bulk"]["fallback"] = why
+            return
+        spill = min(nlist, max(spill + 1, int(spill * 1.5)))
 
 
 def _fall_back_to_exact(built: BuiltIndex, data: np.ndarray, reason: str) -> None:
@@ -443,26 +488,25 @@ def recall_between(approx: np.ndarray, truth: np.ndarray) -> float:
     return hits / float(truth.shape[0] * truth.shape[1])
 
 
-# From this many queries an IVF search is run in inverted-list order (see search()).
-LIST_ORDER_FROM = 20_000
-
-
 def search(index: Any, queries: np.ndarray, k: int, batch_size: int = 65536,
-           progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+           progress: bool = False, bulk: SpilledLists | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Top-``k`` (similarities, row ids) for L2-normalised ``queries``, in batches.
 
-    Large IVF searches are ordered by inverted list: the coarse quantizer assigns every
-    query once, queries are sorted by their nearest list and scanned with
-    ``search_preassigned``, so consecutive queries read the same lists while they are still
-    in cache instead of pulling lists from memory at random. Same results as a plain search.
+    From ``BULK_FROM`` queries a CPU IVF index is searched through ``bulk`` (its spilled
+    lists, tuned by the recall guarantee) when given. Without them, large IVF searches are
+    ordered by inverted list: the coarse quantizer assigns every query once, queries are
+    sorted by their nearest list and scanned with ``search_preassigned``, so consecutive
+    queries read the same lists while they are still in cache. Same results as a plain search.
     """
     data = as_search_matrix(queries, "queries")
     n = data.shape[0]
+    ivf = _cpu_ivf(index)
+    if bulk is not None and ivf is not None and n >= BULK_FROM:
+        return bulk.search(data, k, progress=progress)
     sims = np.empty((n, k), dtype=np.float32)
     ids = np.empty((n, k), dtype=np.int64)
-    ivf = _cpu_ivf(index)
     order = None
-    if ivf is not None and n >= LIST_ORDER_FROM:
+    if ivf is not None and n >= BULK_FROM:
         coarse_sims, coarse_ids = ivf.quantizer.search(data, ivf.nprobe)
         order = np.argsort(coarse_ids[:, 0], kind="stable")
         data, coarse_sims, coarse_ids = data[order], coarse_sims[order], coarse_ids[order]
@@ -491,13 +535,14 @@ def _cpu_ivf(index: Any) -> Any:
 
 
 def search_excluding_self(index: Any, queries: np.ndarray, query_rows: np.ndarray, k: int,
-                          batch_size: int = 65536) -> tuple[np.ndarray, np.ndarray]:
+                          batch_size: int = 65536, bulk: SpilledLists | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Top-``k`` neighbours of anchors that are themselves in the index, minus themselves.
 
     Searches ``k + 1`` and drops the query's own row (``query_rows[i]``); when the self
     match is not among the results (ties, approximate search) the last neighbour is dropped.
+    ``index`` may also be :class:`SpilledLists` (the recall guarantee's bulk trials).
     """
-    sims, ids = search(index, queries, k + 1, batch_size)
+    sims, ids = search(index, queries, k + 1, batch_size, bulk=bulk)
     own = np.asarray(query_rows, dtype=np.int64)[:, None]
     is_self = ids == own
     # keep the first k non-self columns per row
