@@ -206,13 +206,19 @@ def run(config: AssignConfig, *, population: Any = None, encoder_and_info: Any =
         opt_in_rows=opt_in_rows, lookalike_rows=table.num_rows - opt_in_rows)
     suppressed = counts["suppressed_customers"]
     log.info("suppressed customers (no lookalike segments): %d", suppressed)
+    search_recall = bundle.search_recall(result.embeddings) if result.embeddings is not None else None
+    if search_recall and search_recall["min_recall"] and search_recall["recall_at_k"] < search_recall["min_recall"]:
+        log.warning("index search recall@%d on %d scored customers is %.4f, below the index's guarantee of %.2f "
+                    "(measured on held-out opt-in anchors): rebuild the index with a higher index.min_recall",
+                    search_recall["k"], search_recall["queries"], search_recall["recall_at_k"],
+                    search_recall["min_recall"])
     run_date = as_of.date().isoformat()
     out_dir = output_dir or Path(config.output_root) / run_date
     write_segment_table(
         out_dir, table, run_date=run_date, model_name=info.name, model_version=bundle.model_version,
         index_version=bundle.index_version, index_bundle=str(Path(bundle.path).resolve()),
         feature_service=contract.service_name, aggregation=bundle.assignment.aggregation,
-        k=bundle.assignment.k, counts=counts, volumes=volumes(table),
+        k=bundle.assignment.k, counts=counts, volumes=volumes(table), search_recall=search_recall,
     )
     log.info("segment table %s: %d rows (%d opt-in, %d lookalike)", out_dir, table.num_rows,
              counts["opt_in_rows"], counts["lookalike_rows"])

@@ -129,6 +129,26 @@ class IndexBundle:
             return faiss_backend.search_excluding_self(self.index, queries, exclude_anchor_rows, k, bulk=bulk)
         return faiss_backend.search(self.index, queries, k, bulk=bulk)
 
+    def search_recall(self, vectors: np.ndarray, sample: int = 1000, seed: int = 0) -> dict[str, Any] | None:
+        """Recall@k of the search ``vectors`` got (all of them searched at once), against exact
+        search, on a sample of them; ``None`` for an exact index or a GPU one.
+
+        The build-time guarantee is measured on held-out anchors (opt-in customers); this
+        measures it on the customers actually scored, who may be distributed differently.
+        """
+        if self.manifest.get("index_type") == "flat" or self.device != "cpu" or len(vectors) == 0:
+            return None
+        k = min(self.assignment.k, len(self.anchor_ids))
+        rows = np.sort(np.random.default_rng(seed).choice(len(vectors), min(sample, len(vectors)), replace=False))
+        queries = faiss_backend.l2_normalise(vectors[rows])
+        # a bulk search answers each query alone (its group's list), so the sample gets the same answers
+        bulk = self.bulk_lists if len(vectors) >= BULK_FROM else None
+        found = bulk.search(queries, k)[1] if bulk is not None else faiss_backend.search(self.index, queries, k)[1]
+        truth = faiss_backend.exact_search(faiss_backend.stored_vectors(self.index)).search(queries, k)[1]
+        return {"k": k, "queries": len(rows), "path": "spilled lists" if bulk is not None else "index",
+                "recall_at_k": round(faiss_backend.recall_between(found, truth), 5),
+                "min_recall": self.manifest.get("recall_check", {}).get("min_recall")}
+
     @functools.cached_property
     def bulk_lists(self) -> SpilledLists | None:
         """The anchors in spilled lists for bulk searches, as the recall guarantee tuned them

@@ -370,11 +370,11 @@ def held_out_truth(data: np.ndarray, k: int, sample: int, seed: int) -> tuple[np
     """(query rows, their exact top-k among the other anchors): the recall reference."""
     n = data.shape[0]
     rows = np.sort(np.random.default_rng(seed).choice(n, size=min(sample, n), replace=False))
-    _, truth = search_excluding_self(_exact_search(data), data[rows], rows, k)
+    _, truth = search_excluding_self(exact_search(data), data[rows], rows, k)
     return rows, truth
 
 
-def _exact_search(data: np.ndarray) -> Any:
+def exact_search(data: np.ndarray) -> Any:
     """Brute-force inner product over ``data`` with the index ``search`` signature.
 
     torch's matrix product and top-k on the CPU: the 1,000 held-out anchors against 1M took

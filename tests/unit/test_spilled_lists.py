@@ -92,3 +92,26 @@ def test_bundle_searches_large_batches_through_spilled_lists(tmp_path) -> None:
     rows = np.arange(BULK_FROM) % 4000  # evaluation's self-excluding search takes the same path
     _, own = bundle.search(anchors[rows], exclude_anchor_rows=rows)
     assert not (own == rows[:, None]).any()
+
+
+def test_search_recall_is_measured_on_the_scored_customers(tmp_path) -> None:
+    """The weekly manifest's check: the path the customers actually took, against exact search."""
+    anchors = clustered(4000, seed=4)
+    built = faiss_backend.build_index(anchors, faiss_backend.IndexParams(type="ivf", nlist=40, recall_sample=300),
+                                      recall_k=10)
+    spec = AssignmentSpec(k=10, aggregation="weighted", segments=["a"], thresholds=[0.5], search_params=built.params)
+    write_bundle(tmp_path / "ivf", built, np.arange(4000), sp.csr_matrix(np.ones((4000, 1))), spec,
+                 index_version="v", model_version="1")
+    bundle = load_bundle(tmp_path / "ivf")
+    customers = clustered(BULK_FROM, seed=7)
+    checked = bundle.search_recall(customers, sample=500)
+    assert checked is not None and checked["path"] == "spilled lists" and checked["queries"] == 500
+    assert checked["min_recall"] == 0.95 and 0.9 <= checked["recall_at_k"] <= 1.0
+    assert bundle.search_recall(customers[:300])["path"] == "index"  # type: ignore[index]
+    # customers unlike the anchors: the same index misses them, and the check says so
+    far = faiss_backend.l2_normalise(np.random.default_rng(9).normal(size=(BULK_FROM, 16)))
+    assert bundle.search_recall(far, sample=500)["recall_at_k"] < 0.9  # type: ignore[index]
+    exact = faiss_backend.build_index(anchors, faiss_backend.IndexParams(type="flat"))
+    write_bundle(tmp_path / "flat", exact, np.arange(4000), sp.csr_matrix(np.ones((4000, 1))), spec,
+                 index_version="v", model_version="1")
+    assert load_bundle(tmp_path / "flat").search_recall(customers) is None
