@@ -124,7 +124,7 @@ class IndexBundle:
         if k < 1:
             raise ArtifactError(f"{self.path}: too few anchors ({len(self.anchor_ids)}) to search")
         queries = faiss_backend.l2_normalise(vectors)
-        bulk = self.bulk_lists if len(queries) >= BULK_FROM else None
+        bulk = self._bulk_for(len(queries))
         if exclude_anchor_rows is not None:
             return faiss_backend.search_excluding_self(self.index, queries, exclude_anchor_rows, k, bulk=bulk)
         return faiss_backend.search(self.index, queries, k, bulk=bulk)
@@ -142,12 +142,21 @@ class IndexBundle:
         rows = np.sort(np.random.default_rng(seed).choice(len(vectors), min(sample, len(vectors)), replace=False))
         queries = faiss_backend.l2_normalise(vectors[rows])
         # a bulk search answers each query alone (its group's list), so the sample gets the same answers
-        bulk = self.bulk_lists if len(vectors) >= BULK_FROM else None
+        bulk = self._bulk_for(len(vectors))
         found = bulk.search(queries, k)[1] if bulk is not None else faiss_backend.search(self.index, queries, k)[1]
-        truth = faiss_backend.exact_search(faiss_backend.stored_vectors(self.index)).search(queries, k)[1]
+        truth = faiss_backend.exact_search(self.anchor_vectors).search(queries, k)[1]
         return {"k": k, "queries": len(rows), "path": "spilled lists" if bulk is not None else "index",
                 "recall_at_k": round(faiss_backend.recall_between(found, truth), 5),
                 "min_recall": self.manifest.get("recall_check", {}).get("min_recall")}
+
+    def _bulk_for(self, n_queries: int) -> SpilledLists | None:
+        """The spilled lists when a search of ``n_queries`` takes the bulk path, else None."""
+        return self.bulk_lists if n_queries >= BULK_FROM else None
+
+    @functools.cached_property
+    def anchor_vectors(self) -> np.ndarray:
+        """The index's (L2-normalised) anchor vectors, reconstructed once on first use."""
+        return faiss_backend.stored_vectors(self.index)
 
     @functools.cached_property
     def bulk_lists(self) -> SpilledLists | None:
@@ -156,7 +165,7 @@ class IndexBundle:
         spill = int(self.manifest.get("index_params", {}).get("spill", 0))
         if not spill or self.device != "cpu" or not isinstance(self.index, faiss_backend.faiss.IndexIVF):
             return None
-        return spill_lists(faiss_backend.stored_vectors(self.index), ivf_centroids(self.index), spill)
+        return spill_lists(self.anchor_vectors, ivf_centroids(self.index), spill)
 
     @functools.cached_property
     def label_weights(self) -> sp.csr_matrix:

@@ -444,7 +444,7 @@ def _guarantee_bulk_recall(built: BuiltIndex, data: np.ndarray, rows: np.ndarray
         if recall >= params.min_recall or spill >= nlist:
             built.bulk = lists
             built.params["spill"] = spill
-            built.recall_check["bulk"].update(recall_at_k=recall, slots_per_query=round(lists.slots_per_query, 1))
+            built.recall_check["bulk"].update(recall_at_k=recall, mean_list_length=round(lists.mean_list_length, 1))
             return
         if time.perf_counter() - started > params.tune_seconds:
             why = f"bulk recall tuning exceeded index.tune_seconds={params.tune_seconds:g}; bulk searches scan the IVF"

@@ -42,8 +42,8 @@ class SpilledLists:
     spill: int
 
     @property
-    def slots_per_query(self) -> float:
-        """Mean number of anchors scored per query (what a search costs)."""
+    def mean_list_length(self) -> float:
+        """Anchors one query scores (its group's list), averaged over lists: what a search costs."""
         return float(self.rows.size) / max(1, len(self.centroids))
 
     def search(self, queries: np.ndarray, k: int, progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
